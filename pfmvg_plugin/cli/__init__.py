@@ -1,0 +1,1 @@
+"""The ``pfmvg`` command line."""

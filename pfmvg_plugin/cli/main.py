@@ -1,0 +1,46 @@
+"""``pfmvg``: prepare datasets, make the synthetic default, and (with extras) report, convert and judge."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from pfmvg_plugin import __version__
+from pfmvg_plugin.cli import data as data_cli
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pfmvg",
+        description="Medical visual grounding, Med-VQA and report generation tools (PFMVG / PeFoMed).",
+    )
+    parser.add_argument("--version", action="version", version=f"pfmvg_plugin {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data_cli.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UserError, FileNotFoundError, ValueError, RuntimeError, ImportError) as e:
+        print(f"pfmvg: error: {e}", file=sys.stderr)
+        return 1
+    if isinstance(result, dict):
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

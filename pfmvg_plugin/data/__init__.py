@@ -1,0 +1,1 @@
+"""Canonical records, dataset directories, converters from real release files, and synthetic data."""
