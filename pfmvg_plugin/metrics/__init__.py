@@ -1,0 +1,35 @@
+"""Evaluation metrics (numpy + stdlib only; no torch).
+
+>>> from pfmvg_plugin.metrics import score_text, aggregate
+>>> s = score_text("{<25><10><75><50>}", [(100, 50, 300, 250)], size=(400, 500), codec="minigptv2")
+>>> round(s.iou, 6), s.parsed
+(1.0, True)
+>>> aggregate([s], n_bootstrap=0)["acc@0.5"]
+1.0
+"""
+
+from pfmvg_plugin.metrics.grounding import (
+    DEFAULT_THRESHOLDS,
+    MultiBoxMode,
+    SampleScore,
+    aggregate,
+    bootstrap_means,
+    dice,
+    iou,
+    score_sample,
+    score_text,
+    union_overlap,
+)
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "MultiBoxMode",
+    "SampleScore",
+    "aggregate",
+    "bootstrap_means",
+    "dice",
+    "iou",
+    "score_sample",
+    "score_text",
+    "union_overlap",
+]
