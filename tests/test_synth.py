@@ -16,6 +16,8 @@ from pfmvg_plugin.cli.main import main
 from pfmvg_plugin.data import synth
 from pfmvg_plugin.data.schema import read_records, validate_record
 from pfmvg_plugin.data.store import PreparedDataset
+from pfmvg_plugin.data.synth import findings as synth_findings
+from pfmvg_plugin.data.synth import raster as synth_raster
 
 SIZE = 128  # small images keep the suite fast; geometry is resolution-independent
 N_CASES = 160
@@ -145,7 +147,7 @@ def test_all_finding_kinds_appear_and_second_findings_do_not_overlap(cases):
     assert len(pairs) > N_CASES // 10
     for a, b in pairs:
         assert a.kind != b.kind
-        assert not synth._overlap(a.box, b.box, 0.0)
+        assert not synth_findings._overlap(a.box, b.box, 0.0)
 
 
 def test_laterality_is_the_patients(cases):
@@ -173,7 +175,7 @@ def test_zone_matches_the_box_position_in_the_lung(cases):
                 continue
             lung = masks.lung_boxes[f.side]
             cy = (f.box[1] + f.box[3]) / 2
-            assert synth.zone_of(cy, lung) == f.zone
+            assert synth_raster.zone_of(cy, lung) == f.zone
             assert lung[0] <= (f.box[0] + f.box[2]) / 2 <= lung[2]
             word = f.zone if f.zone != "middle" else ("mid" if " mid " in f" {f.phrase} " else "middle")
             assert f" {word} zone" in f.phrase
@@ -256,7 +258,7 @@ def test_boxes_fit_what_was_drawn(cases):
         assert (changed & outside).sum() <= 2
         if len(findings) == 1:
             x1, y1, x2, y2 = findings[0].box
-            seen = synth.mask_box(changed.astype(np.float32), 0.5)
+            seen = synth_raster.mask_box(changed.astype(np.float32), 0.5)
             assert (seen[2] - seen[0]) >= 0.8 * (x2 - x1) and (seen[3] - seen[1]) >= 0.8 * (y2 - y1)
 
 
