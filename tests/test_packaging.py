@@ -74,6 +74,7 @@ def _pfmvg() -> str:
         ["data", "prepare", "rsna"],
         ["data", "synth"],
         ["data", "validate"],
+        ["report"],
     ],
 )
 def test_every_command_has_help(argv):

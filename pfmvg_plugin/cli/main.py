@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from pfmvg_plugin import __version__
 from pfmvg_plugin.cli import data as data_cli
+from pfmvg_plugin.cli import report as report_cli
 
 
 class UserError(Exception):
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pfmvg_plugin {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.add_parser(commands)
+    report_cli.add_parser(commands)
     return parser
 
 
