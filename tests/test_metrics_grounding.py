@@ -378,3 +378,16 @@ def test_iou_properties(a, b, sx, sy, plus_one):
 def test_metrics_import_without_torch():
     code = "import sys, pfmvg_plugin.metrics; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_generation_errors_are_scored_zero_but_counted_apart_from_parse_failures():
+    gt = [(0.0, 0.0, 10.0, 10.0)]
+    samples = [
+        score_sample([(0.0, 0.0, 10.0, 10.0)], gt),
+        score_sample(None, gt),  # the model answered, nothing parseable
+        score_sample(None, gt, status="generation_error"),  # the model never answered
+    ]
+    res = aggregate(samples, n_bootstrap=0)
+    assert res["acc@0.5"] == pytest.approx(1 / 3)
+    assert res["parse_failures"] == {"no_box": 1} and res["parse_failure_rate"] == pytest.approx(1 / 3)
+    assert res["generation_errors"] == 1 and res["generation_error_rate"] == pytest.approx(1 / 3)

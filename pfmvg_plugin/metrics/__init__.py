@@ -10,6 +10,7 @@
 
 from pfmvg_plugin.metrics.grounding import (
     DEFAULT_THRESHOLDS,
+    GENERATION_ERROR,
     MultiBoxMode,
     SampleScore,
     aggregate,
@@ -23,6 +24,7 @@ from pfmvg_plugin.metrics.grounding import (
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "GENERATION_ERROR",
     "MultiBoxMode",
     "SampleScore",
     "aggregate",

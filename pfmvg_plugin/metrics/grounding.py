@@ -46,6 +46,11 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5)
 _BOOTSTRAP_BLOCK = 4_000_000
 
 
+#: Status of a query whose answer was never generated (the model failed on it). Scored IoU 0 like a parse failure,
+#: but counted apart from parse failures: it says the run was broken, not that the model answered badly.
+GENERATION_ERROR = "generation_error"
+
+
 class MultiBoxMode(str, Enum):
     """How a prediction is scored against several GT boxes of one phrase (see the module docstring)."""
 
@@ -270,6 +275,7 @@ def aggregate(
     ious = np.array([s.iou for s in scores], dtype=float)
     dices = np.array([s.dice for s in scores], dtype=float)
     failures = Counter(s.status for s in scores if not s.parsed)
+    generation_errors = failures.pop(GENERATION_ERROR, 0)
     n = len(scores)
     result = _summary(ious, thresholds)
     result.update(
@@ -278,6 +284,8 @@ def aggregate(
         mdice=float(dices.mean()) if n else None,
         parse_failure_rate=sum(failures.values()) / n if n else None,
         parse_failures=dict(sorted(failures.items())),
+        generation_error_rate=generation_errors / n if n else None,
+        generation_errors=generation_errors,
         per_category=_per_category(ious, categories, thresholds) if categories is not None else {},
     )
     names, values = _stat_matrix(ious, dices, thresholds)

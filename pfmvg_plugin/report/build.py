@@ -13,7 +13,6 @@ from pfmvg_plugin.progress import progress
 from pfmvg_plugin.report.overlays import NO_CATEGORY, ImageResolver, Missing, category_sheet
 from pfmvg_plugin.report.samples import ReadStats, find_sample_files, iter_grounding_samples, results_file_for
 
-GENERATION_ERROR = "generation_error"
 DEFAULT_DIRNAME = "pfmvg_report"
 
 
@@ -88,7 +87,7 @@ def report_task(task: str, samples_path: Path, out_dir: Path, per_category: int 
     results_path = results_file_for(samples_path)
     rep = TaskReport(
         task=task, samples_path=samples_path, stats=stats, summary=summary,
-        generation_errors=sum(r.get("status") == GENERATION_ERROR for r in records),
+        generation_errors=summary["generation_errors"],
         conventions=dict(Counter(str(r.get("convention")) for r in records).most_common()),
         results_path=results_path,
     )

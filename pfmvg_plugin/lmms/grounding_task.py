@@ -1,0 +1,387 @@
+"""The library side of our lmms-eval grounding tasks (``tasks/grounding/*.yaml`` call into this module).
+
+Docs come from a prepared dataset under ``$PFMVG_DATA_ROOT/<dataset>`` (:func:`pfmvg_plugin.data.store.data_root`).
+Missing data fails at task construction with the exact command to run, not a ``datasets`` stack trace: the YAML
+loads a shipped one-row ``stub.jsonl`` (always resolvable), :func:`process_docs` replaces it with our docs or, when
+that fails, with one error row (it runs inside lmms-eval's 5x-retried ``download`` and must not raise), and
+:func:`doc_to_text` raises the message on that row (lmms-eval calls it once at task construction, outside the retry).
+``synthcxr`` needs no preparation: when missing it is generated once with the library defaults.
+
+Prompts and box formats follow the model (``lmms_eval_specific_kwargs`` -> :mod:`pfmvg_plugin.lmms.state`).
+:func:`process_results` never raises. It returns, per doc:
+
+* ``grounding_sample``: the full per-sample record (id, dataset_dir, image, width, height, phrase, category,
+  gt_boxes, pred_boxes, iou, dice, parsed, status, convention, mode, answer, source, split) -- logged with
+  ``--log_samples``, not aggregated (``pfmvg report`` reads it; lmms-eval writes ``"grounding_sample,none": []``
+  into results.json for a key without aggregation and leaves it out of its table);
+* one compact score ``{iou, dice, parsed, status, mode}`` under each headline metric (:data:`HEADLINE_METRICS`);
+* per-category keys ``acc@0.5/<category>`` and ``miou/<category>`` for the dataset's categories
+  (:data:`CATEGORIES_BY_SOURCE`): the compact score for the doc's own category, None for the others, so every key
+  has one value per doc (lmms-eval takes a task's sample count from whichever key it aggregates last);
+* ``multibox_mode`` and ``prompt_convention`` as strings, shown as rows of the results table.
+
+Aggregations turn a key's values into one number through :func:`pfmvg_plugin.metrics.aggregate`; lmms-eval prints
+non-floats verbatim and sizes its table column to the widest cell, so every aggregate is a scalar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from pfmvg_plugin.data.images import load_image
+from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset, data_root
+from pfmvg_plugin.lmms import state
+from pfmvg_plugin.lmms.answers import is_error_answer
+from pfmvg_plugin.metrics import GENERATION_ERROR, SampleScore, aggregate, score_sample, score_text
+from pfmvg_plugin.prompts import build_prompt, convention_codec
+
+#: Status of a doc that could not be scored at all (bad ground truth): IoU 0, counted as a parse failure.
+SCORING_ERROR = "scoring_error"
+#: Several GT boxes for one phrase: score the first predicted box against its best GT box (DESIGN §5).
+MULTIBOX_MODE = "max"
+#: The raw answer is kept in the per-sample record up to this many characters.
+ANSWER_CHARS = 500
+#: Id of the error row :func:`process_docs` returns when the data cannot be loaded.
+ERROR_DOC_ID = "__pfmvg_data_error__"
+#: Key of the full per-sample record in ``process_results`` (and so in the samples log).
+SAMPLE_KEY = "grounding_sample"
+#: Keyword arguments for :func:`pfmvg_plugin.data.synth.generate_synthcxr` when synthcxr is generated on demand
+#: (empty: the library defaults).
+SYNTHCXR_KWARGS: dict = {}
+
+#: The commands that create each dataset (shown when it is missing).
+PREPARE_COMMANDS = {
+    "mscxr": "pfmvg data prepare mscxr --annotations <MS_CXR_Local_Alignment_v1.1.0.csv> --images <MIMIC-CXR-JPG root>",
+    "chestxray8": "pfmvg data prepare chestxray8 --bbox-csv <BBox_List_2017.csv> --images <ChestX-ray8 image folder>",
+    "vindr": "pfmvg data prepare vindr --annotations <train.csv | annotations_train.csv annotations_test.csv> "
+             "--images <VinDr-CXR image root>",
+    "synthcxr": "pfmvg data synth",
+}
+
+#: Headline metrics, one scalar row each in the results table.
+HEADLINE_METRICS = ("acc@0.1", "acc@0.3", "acc@0.5", "miou", "mdice", "parse_failure_rate", "generation_error_rate")
+#: Metrics reported per category.
+CATEGORY_METRICS = ("acc@0.5", "miou")
+#: Per-category bucket for VinDr classes outside the listed ones (the PhysioNet release has more local labels).
+OTHER_CATEGORIES = "(other classes)"
+
+
+def _categories() -> dict[str, tuple[str, ...]]:
+    from pfmvg_plugin.data.converters import chestxray8, mscxr
+    from pfmvg_plugin.data.synth import CATEGORIES as SYNTH_CATEGORIES
+
+    vindr = ("Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Consolidation", "ILD",
+             "Infiltration", "Lung Opacity", "Nodule/Mass", "Other lesion", "Pleural effusion", "Pleural thickening",
+             "Pneumothorax", "Pulmonary fibrosis")
+    return {
+        "mscxr": tuple(mscxr.CATEGORIES),
+        "chestxray8": tuple(chestxray8.LABELS),
+        "vindr": (*vindr, OTHER_CATEGORIES),
+        "synthcxr": tuple(sorted(SYNTH_CATEGORIES.values())),
+    }
+
+
+#: Categories with their own rows in each dataset's results (the task YAMLs declare the same keys).
+CATEGORIES_BY_SOURCE: dict[str, tuple[str, ...]] = _categories()
+
+
+def category_key(metric: str, category: str) -> str:
+    return f"{metric}/{category}"
+
+
+def metric_names(source: str) -> list[str]:
+    """Every aggregated metric key of a dataset's task, in the order the task YAMLs list them."""
+    per_category = [category_key(m, c) for m in CATEGORY_METRICS for c in CATEGORIES_BY_SOURCE.get(source, ())]
+    return [*HEADLINE_METRICS, *per_category, "multibox_mode", "prompt_convention"]
+
+
+# ---- docs -----------------------------------------------------------------------------------------------------------
+class DataNotPreparedError(FileNotFoundError):
+    """A task's dataset is not where the task looks for it; the message names the command that creates it."""
+
+
+def missing_data_message(dataset: str, split: str, where: Path, detail: str = "") -> str:
+    command = PREPARE_COMMANDS.get(dataset, f"pfmvg data prepare {dataset} ...")
+    detail = f" ({detail})" if detail else ""
+    return (f"{dataset}: no prepared {split!r} split at {where}{detail}. Run `{command}` "
+            f"(or set {DATA_ROOT_ENV} to the folder that holds the prepared '{dataset}' directory)")
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An exclusive inter-process lock where ``fcntl`` exists (POSIX); a no-op elsewhere."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the atomic rename alone keeps the result whole
+        yield
+        return
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_synthcxr(path: str | os.PathLike | None = None) -> Path:
+    """Generate the synthcxr dataset at ``path`` (default ``$PFMVG_DATA_ROOT/synthcxr``) unless it exists.
+
+    Safe when several processes (ranks) call it at once: one generates into a temporary folder beside ``path`` under
+    a lock and renames it into place; the others wait and find it done.
+    """
+    from pfmvg_plugin.data.synth import NAME, generate_synthcxr
+
+    path = Path(path) if path is not None else data_root() / NAME
+    if (path / "dataset.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(path.parent / f".{path.name}.lock"):
+        if (path / "dataset.json").is_file():  # made by another process while we waited
+            return path
+        if path.exists() and any(path.iterdir()):
+            raise DataNotPreparedError(f"{path} exists but is not a prepared dataset (no dataset.json); remove it "
+                                       f"or run `{PREPARE_COMMANDS['synthcxr']} --out {path}`")
+        print(f"pfmvg_plugin: generating the synthcxr dataset under {path} (once)", file=sys.stderr)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            generate_synthcxr(tmp, **SYNTHCXR_KWARGS)
+            if path.exists():
+                path.rmdir()  # an empty leftover folder
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if not (path / "dataset.json").is_file():  # not just another process finishing first
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _doc(record: Mapping, dataset_dir: str) -> dict:
+    """The plain columns lmms-eval gets for one grounding record (no nested ``meta``: Arrow infers one schema)."""
+    return {
+        "id": str(record["id"]),
+        "source": str(record["source"]),
+        "split": str(record["split"]),
+        "image": str(record["image"]),
+        "width": int(record["width"]),
+        "height": int(record["height"]),
+        "phrase": str(record["phrase"]),
+        "category": None if record.get("category") is None else str(record["category"]),
+        "boxes": [[float(v) for v in box] for box in record["boxes"]],
+        "dataset_dir": dataset_dir,
+    }
+
+
+def load_docs(dataset: str, split: str) -> list[dict]:
+    """The grounding docs of a prepared dataset's split; raises :class:`DataNotPreparedError` with the fix."""
+    path = data_root() / dataset
+    if dataset == "synthcxr":
+        ensure_synthcxr(path)
+    if not (path / "dataset.json").is_file():
+        raise DataNotPreparedError(missing_data_message(dataset, split, path))
+    prepared = PreparedDataset(path)
+    if not prepared.split_path(split).is_file():
+        have = ", ".join(sorted(prepared.meta.get("splits", {}))) or "none"
+        raise DataNotPreparedError(missing_data_message(dataset, split, path, f"it has the splits: {have}"))
+    dataset_dir = str(path.resolve())
+    docs = [_doc(r, dataset_dir) for r in prepared.records(split) if r.get("task") == "grounding"]
+    if not docs:
+        raise DataNotPreparedError(missing_data_message(dataset, split, path, "the split has no grounding records"))
+    return docs
+
+
+def process_docs(dataset, name: str, split: str):
+    """lmms-eval ``process_docs``: the shipped stub replaced by our docs, or by one row carrying the error.
+
+    Never raises (lmms-eval retries ``download`` five times on any exception and then loses the message).
+    """
+    import datasets
+
+    try:
+        return datasets.Dataset.from_list(load_docs(name, split))
+    except DataNotPreparedError as exc:
+        message = str(exc)
+    except Exception as exc:
+        message = f"{name}: could not load the {split!r} split from {data_root() / name}: {type(exc).__name__}: {exc}"
+    return datasets.Dataset.from_list([{"id": ERROR_DOC_ID, "error": message}])
+
+
+def _check_doc(doc: Mapping) -> None:
+    if doc.get("id") == ERROR_DOC_ID:
+        raise DataNotPreparedError(doc.get("error") or "pfmvg task data could not be loaded")
+
+
+@functools.lru_cache(maxsize=16)
+def _prepared(dataset_dir: str) -> PreparedDataset:
+    return PreparedDataset(dataset_dir)
+
+
+# ---- prompts and visuals ----------------------------------------------------------------------------------------
+def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) -> str:
+    """The refer prompt in the convention the task kwargs select for the model; records that convention."""
+    _check_doc(doc)
+    convention = state.resolve_convention(lmms_eval_specific_kwargs)
+    state.note_prompt_convention(convention)
+    return build_prompt("refer", convention, phrase=doc["phrase"])
+
+
+def doc_to_visual(doc: Mapping) -> list:
+    """The doc's image as an RGB Pillow image (path joined safely under the dataset's image root)."""
+    _check_doc(doc)
+    return [load_image(_prepared(doc["dataset_dir"]).image_path(doc))]
+
+
+def doc_to_target(doc: Mapping) -> str:
+    """The ground-truth boxes written in the prompts' box format (the ``target`` of the samples log)."""
+    _check_doc(doc)
+    try:
+        codec = convention_codec(state.prompt_convention())
+        return codec.encode([tuple(b) for b in doc["boxes"]], (int(doc["width"]), int(doc["height"])))
+    except Exception:
+        return ""
+
+
+# ---- scoring ------------------------------------------------------------------------------------------------------
+def _compact(score: SampleScore) -> dict:
+    """What the aggregations need of one score (enough for :meth:`SampleScore.from_dict`)."""
+    return {"iou": score.iou, "dice": score.dice, "parsed": score.parsed, "status": score.status, "mode": score.mode}
+
+
+def _answer_text(results: Sequence) -> object:
+    answer = results[0] if isinstance(results, (list, tuple)) and results else results
+    if isinstance(answer, (list, tuple)) and answer:  # some models return one list per request
+        answer = answer[0]
+    return answer
+
+
+def _box_list(boxes: Iterable) -> list[list[float]]:
+    return [[float(v) for v in box] for box in boxes]
+
+
+def score_answer(doc: Mapping, answer: object, convention: str | None = None) -> tuple[SampleScore, dict]:
+    """Score one model answer for ``doc``: ``(score, per-sample record)``. Never raises."""
+    convention = convention or state.prompt_convention()
+    size = (int(doc.get("width") or 0), int(doc.get("height") or 0))
+    gt_boxes = doc.get("boxes") or []
+    pred_boxes: list[list[float]] = []
+    try:
+        if is_error_answer(answer):
+            score = score_sample(None, gt_boxes, MULTIBOX_MODE, status=GENERATION_ERROR)
+        else:
+            codec = convention_codec(convention)
+            score = score_text(answer, gt_boxes, size, codec, MULTIBOX_MODE)
+            pred_boxes = _box_list(codec.decode(answer, size).boxes)
+    except Exception:  # bad ground truth: lmms-eval retries process_results 5x on exceptions, so score it 0
+        score = SampleScore(0.0, 0.0, False, SCORING_ERROR, None, MULTIBOX_MODE)
+    text = answer if isinstance(answer, str) else repr(answer)
+    record = {
+        "id": doc.get("id"),
+        "dataset_dir": doc.get("dataset_dir"),
+        "image": doc.get("image"),
+        "width": size[0],
+        "height": size[1],
+        "phrase": doc.get("phrase"),
+        "category": doc.get("category"),
+        "gt_boxes": _box_list(gt_boxes) if _is_box_list(gt_boxes) else gt_boxes,
+        "pred_boxes": pred_boxes,
+        "iou": score.iou,
+        "dice": score.dice,
+        "parsed": score.parsed,
+        "status": score.status,
+        "convention": convention,
+        "mode": score.mode,
+        "answer": text[:ANSWER_CHARS],
+        "source": doc.get("source"),
+        "split": doc.get("split"),
+    }
+    return score, record
+
+
+def _is_box_list(boxes: object) -> bool:
+    try:
+        return all(len(b) == 4 for b in boxes) and bool(_box_list(boxes))
+    except (TypeError, ValueError):
+        return False
+
+
+def process_results(doc: Mapping, results: Sequence) -> dict:
+    """lmms-eval ``process_results``: the per-sample record, compact scores per metric, per-category keys.
+
+    Never raises: lmms-eval retries it 5x on an exception and then aborts the evaluation.
+    """
+    convention = state.prompt_convention()
+    try:
+        score, record = score_answer(doc, _answer_text(results), convention)
+    except Exception as exc:  # pragma: no cover - score_answer already catches; keep the run alive regardless
+        score = SampleScore(0.0, 0.0, False, SCORING_ERROR, None, MULTIBOX_MODE)
+        record = {"id": doc.get("id"), "iou": 0.0, "gt_boxes": doc.get("boxes"), "status": SCORING_ERROR,
+                  "error": f"{type(exc).__name__}: {exc}"}
+    compact = _compact(score)
+    out: dict = {SAMPLE_KEY: record}
+    out.update({name: compact for name in HEADLINE_METRICS})
+    categories = CATEGORIES_BY_SOURCE.get(str(doc.get("source")), ())
+    own = doc.get("category")
+    if OTHER_CATEGORIES in categories and own is not None and own not in categories:
+        own = OTHER_CATEGORIES
+    for metric in CATEGORY_METRICS:
+        for category in categories:
+            out[category_key(metric, category)] = compact if category == own else None
+    out["multibox_mode"] = score.mode
+    out["prompt_convention"] = convention
+    return out
+
+
+# ---- aggregation --------------------------------------------------------------------------------------------------
+def _aggregate(items: Iterable) -> dict | None:
+    scores = [SampleScore.from_dict(item) for item in items if item is not None]
+    return aggregate(scores, n_bootstrap=0) if scores else None
+
+
+def _guarded(name: str, compute: Callable[[dict], float | None]) -> Callable[[list], float | None]:
+    def aggregation(items: list) -> float | None:
+        try:
+            summary = _aggregate(items)
+            return None if summary is None else compute(summary)
+        except Exception as exc:  # an exception here would discard the whole evaluation after generation
+            print(f"pfmvg_plugin: could not aggregate {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return None
+
+    aggregation.__name__ = aggregation.__qualname__ = f"pfmvg_{name}"
+    aggregation.__doc__ = f"lmms-eval aggregation: {name} of the compact scores (None values skipped)."
+    return aggregation
+
+
+acc_at_0_1 = _guarded("acc@0.1", lambda s: s["acc@0.1"])
+acc_at_0_3 = _guarded("acc@0.3", lambda s: s["acc@0.3"])
+acc_at_0_5 = _guarded("acc@0.5", lambda s: s["acc@0.5"])
+miou = _guarded("miou", lambda s: s["miou"])
+mdice = _guarded("mdice", lambda s: s["mdice"])
+parse_failure_rate = _guarded("parse_failure_rate", lambda s: s["parse_failure_rate"])
+generation_error_rate = _guarded("generation_error_rate", lambda s: s["generation_error_rate"])
+
+
+def one_label(items: list) -> str | None:
+    """lmms-eval aggregation for string rows (mode, convention): the value, or the distinct values joined by '+'."""
+    values = sorted({str(v) for v in items if v is not None})
+    return "+".join(values) if values else None
+
+
+#: Aggregation function per metric (the YAMLs reference these through ``utils.py``).
+AGGREGATIONS: dict[str, Callable] = {
+    "acc@0.1": acc_at_0_1,
+    "acc@0.3": acc_at_0_3,
+    "acc@0.5": acc_at_0_5,
+    "miou": miou,
+    "mdice": mdice,
+    "parse_failure_rate": parse_failure_rate,
+    "generation_error_rate": generation_error_rate,
+}
+

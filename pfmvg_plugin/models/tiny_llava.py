@@ -1,0 +1,304 @@
+"""A tiny, offline LLaVA-1.5-architecture checkpoint: random weights, a real tokenizer, processor and chat template.
+
+:func:`build_tiny_llava` writes a directory that ``transformers`` loads like any LLaVA checkpoint from the Hub
+(``LlavaForConditionalGeneration`` / ``AutoModelForImageTextToText`` + ``AutoProcessor``), without network access. It
+serves tests, the demo and the training recipe: a LoRA fine-tune of it on synthetic chest radiographs is the
+CPU-sized stand-in for fine-tuning LLaVA-1.5-7B on MS-CXR.
+
+What is in it:
+
+- vision tower: ``CLIPVisionModel`` (image ``image_size`` px, patch ``patch_size``; CLS token dropped as in LLaVA-1.5,
+  so ``(image_size // patch_size) ** 2`` image tokens), a 2-layer GELU projector, and a ``LlamaForCausalLM``;
+- a byte-level BPE tokenizer trained with ``tokenizers`` on a built-in corpus (:func:`default_corpus`: every prompt
+  template of :mod:`pfmvg_plugin.prompts` filled with synthcxr and MS-CXR phrases, box answers in every codec, a few
+  report sentences). Numbers are pre-tokenized whole (``0.25``, `` 0.40``, ``<25>``), so a LLaVA box
+  ``[0.25, 0.40, 0.75, 0.90]`` is 9 tokens. Special tokens: ``<pad>`` (0), ``<s>`` (1, added in front of every
+  encoded text), ``</s>`` (2, end of an answer), ``<image>`` (3);
+- an image processor that *squashes* the image to ``image_size`` x ``image_size`` (no centre crop, no padding), so a
+  box normalised to the original width and height (the ``llava`` codec) is also normalised to what the model sees;
+- the LLaVA-1.5 chat template: ``USER: <image>\\n{text} ASSISTANT:`` (answers end with ``</s>``; assistant text is
+  wrapped in ``{% generation %}`` so ``return_assistant_tokens_mask`` works for training). As with
+  ``llava-hf/llava-1.5-*``, the template has no ``<s>``: the tokenizer adds it when the rendered text is encoded
+  (``processor(text=...)``), while ``apply_chat_template(tokenize=True)`` encodes without special tokens.
+
+Why 64 px with 8-px patches (64 image tokens) by default: the LoRA fine-tune on 256-px synthetic radiographs must
+ground phrases on 2 CPU cores in minutes. 8x8 tokens give every token a 32x32-px cell of a 256-px image, fine enough
+to tell lung zones and sides apart and to place box edges to a fraction of a cell by attention; the drawn findings
+stay visible after squashing to 64 px (synthcxr nodules are 7-16 px across at 256 px, so 2-4 px; masses 5-10 px;
+effusions, consolidations and the heart far more). 32 px (16 tokens, 64-px cells) blurs nodules into one or two
+pixels; 96-128 px (144-256 tokens) costs 2-4x more per step in both towers, since image tokens then dominate the
+language model's sequence. With a ~40-token prompt and answer, one full fine-tuning step (batch 2, 146 tokens) takes
+~30 ms on 2 cores (measured 2026-11-22), so thousands of steps fit in minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+#: Chat template of LLaVA-1.5 (``llava-hf/llava-1.5-*-hf``), accepting string or typed-list message content.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}"
+    "{%- set text = message['content'] -%}{%- set n_images = 0 -%}"
+    "{%- else -%}"
+    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
+    "{%- set n_images = message['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
+    "{%- endif -%}"
+    "{%- if message['role'] == 'system' -%}{{ text + ' ' }}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{ 'ASSISTANT: ' }}{% generation %}{{ text + eos_token }}{% endgeneration %}"
+    "{%- else -%}"
+    "{{ message['role'].upper() + ': ' }}{{ '<image>\\n' * n_images }}{{ text + ' ' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
+)
+
+PAD, BOS, EOS, IMAGE = "<pad>", "<s>", "</s>", "<image>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, IMAGE)
+
+# GPT-2's pre-tokenizer, except that numbers with a decimal part stay whole ("0.25"), so box answers are short.
+_PRETOKENIZE = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\d+(?:\.\d+)?| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+_MSCXR_PHRASES = (
+    "small right apical pneumothorax", "left basilar atelectasis", "right lower lobe consolidation",
+    "bilateral pleural effusions", "cardiomegaly", "enlarged cardiac silhouette", "mild pulmonary edema",
+    "patchy opacity in the left lung base", "right middle lobe pneumonia", "retrocardiac opacity",
+    "lung opacity", "pleural effusion", "pneumonia", "edema", "consolidation", "atelectasis", "pneumothorax",
+)
+_QUESTIONS = (
+    ("Is there a pleural effusion?", "yes"), ("Is the heart enlarged?", "no"), ("Which side is abnormal?", "left"),
+    ("What is the abnormality?", "pneumothorax"), ("Is this a chest X-ray?", "yes"),
+    ("Where is the nodule?", "right upper zone"), ("What modality is shown?", "x-ray"),
+)
+_REPORT_SENTENCES = (
+    "The lungs are clear. There is no pleural effusion or pneumothorax. The heart size is normal.",
+    "There is a small right apical pneumothorax. No focal consolidation.",
+    "Moderate left pleural effusion with adjacent atelectasis. The cardiac silhouette is enlarged.",
+    "Patchy airspace opacity in the right lower zone may represent pneumonia.",
+    "A chest radiograph, frontal view, showing the lungs, heart and mediastinum.",
+    "Findings: no acute cardiopulmonary process. Impression: normal chest.",
+)
+
+
+def default_corpus(seed: int = 0, n_boxes: int = 400) -> list[str]:
+    """Texts the tiny tokenizer is trained on: every prompt template filled with synthcxr / MS-CXR phrases, box
+    answers in every registered codec, chat framing, VQA and report text, all numbers 0-1000 and 0.00-1.00."""
+    from pfmvg_plugin.codecs import available_codecs, get_codec
+    from pfmvg_plugin.data.synth import PHRASES, SIDES, ZONES
+    from pfmvg_plugin.prompts import CONVENTIONS, TASK_FAMILIES
+
+    rng = random.Random(seed)
+    phrases = list(_MSCXR_PHRASES)
+    for templates in PHRASES.values():
+        for template in templates:
+            for side in SIDES:
+                for zone in (*ZONES, "mid"):
+                    phrases.append(template.format(size=rng.choice(("small", "moderate", "large")), side=side,
+                                                   zone=zone))
+    phrases = sorted(set(phrases))
+
+    texts: list[str] = []
+    codecs = {name: get_codec(name) for name in available_codecs()}
+    for prompts in CONVENTIONS.values():
+        describe = codecs[prompts.codec].describe() if prompts.codec in codecs else ""
+        for family in TASK_FAMILIES:
+            for template in prompts.pool(family):
+                for phrase in phrases if "{phrase}" in template else phrases[:1]:
+                    question = rng.choice(_QUESTIONS)[0]
+                    texts.append(template.format(phrase=phrase, question=question, box_format=describe))
+    texts += [c.describe() for c in codecs.values()]
+    sizes = ((256, 256), (512, 512), (448, 448), (1024, 1024), (2544, 3056), (3056, 2544))
+    for i in range(n_boxes):
+        w, h = sizes[i % len(sizes)]
+        x1, x2 = sorted(rng.uniform(0, w) for _ in range(2))
+        y1, y2 = sorted(rng.uniform(0, h) for _ in range(2))
+        box = (x1, y1, max(x2, x1 + 2), max(y2, y1 + 2))
+        boxes = [box, (box[0] / 2, box[1] / 2, box[2] / 2, box[3] / 2)] if i % 4 == 0 else [box]  # multi-box answers
+        label = rng.choice(phrases)
+        for codec in codecs.values():
+            try:
+                answer = codec.encode(boxes, size=(w, h), label=label)
+            except Exception:  # a codec may refuse a box (e.g. outside its range): skip it, it's only a corpus
+                continue
+            texts.append(f"USER: <image>\nWhere is {label}? ASSISTANT: {answer}")
+    texts += [f"<p>{p}</p>" for p in phrases]
+    texts += [f"{q} {a}" for q, a in _QUESTIONS] + list(_REPORT_SENTENCES)
+    texts += [" ".join(f"{v / 100:.2f}" for v in range(101)), " ".join(f"<{v}>" for v in range(101))]
+    texts += [" ".join(str(v) for v in range(1001)), ",".join(str(v) for v in range(1001))]
+    texts += ["0 1 2 3 4 5 6 7 8 9 [ ] ( ) { } < > , . : ; ? ! - _ \" ' / + = * % # @ & | \\ \n\t"]
+    return texts
+
+
+def _train_tokenizer(corpus: Iterable[str], vocab_size: int):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_PRETOKENIZE), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    return tok
+
+
+def build_tiny_llava(
+    out_dir: str | Path,
+    *,
+    image_size: int = 64,
+    patch_size: int = 8,
+    vision_hidden_size: int = 64,
+    vision_layers: int = 2,
+    text_hidden_size: int = 128,
+    text_layers: int = 2,
+    num_attention_heads: int = 4,
+    vocab_size: int = 4096,
+    max_position_embeddings: int = 1024,
+    init_std: float = 0.2,
+    seed: int = 0,
+    corpus: Iterable[str] | None = None,
+) -> Path:
+    """Write a tiny LLaVA-1.5 checkpoint (safetensors weights, tokenizer, processor, chat template) to ``out_dir``.
+
+    Args:
+        out_dir: directory to write (created; existing files of the same names are overwritten).
+        image_size: side of the square image the vision tower sees (the processor resizes to it without cropping).
+        patch_size: ViT patch size; the model gets ``(image_size // patch_size) ** 2`` image tokens.
+        vision_hidden_size, vision_layers: width and depth of the CLIP vision tower.
+        text_hidden_size, text_layers: width and depth of the Llama language model.
+        num_attention_heads: heads of both towers (must divide both widths).
+        vocab_size: BPE vocabulary size (the corpus may yield fewer tokens; the model uses the real size).
+        max_position_embeddings: longest sequence (image tokens included) the language model accepts.
+        init_std: standard deviation of the language model's and projector's random weights (the CLIP tower keeps
+            its own width-scaled init). Llama's 0.02 is tuned for widths in the thousands; at width 128 it leaves a
+            random model nearly input-blind (every prompt and image decodes to the same tokens), which hides
+            ordering, batching and adapter bugs. At 0.2 different inputs give different greedy answers.
+        seed: seeds the weights, so the same arguments give the same checkpoint bit for bit.
+        corpus: tokenizer training texts (default: :func:`default_corpus`).
+
+    Returns:
+        ``Path(out_dir)``. Loads offline with ``AutoModelForImageTextToText.from_pretrained(out_dir)`` and
+        ``AutoProcessor.from_pretrained(out_dir)``.
+    """
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaImageProcessor,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    texts = list(default_corpus(seed) if corpus is None else corpus)
+    backend = _train_tokenizer(texts, vocab_size)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        padding_side="left",
+        model_max_length=max_position_embeddings,
+        chat_template=CHAT_TEMPLATE,
+    )
+    ids = {t: backend.token_to_id(t) for t in SPECIAL_TOKENS}
+
+    n_patches = (image_size // patch_size) ** 2
+    vision = CLIPVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=vision_hidden_size,
+        intermediate_size=4 * vision_hidden_size,
+        num_hidden_layers=vision_layers,
+        num_attention_heads=num_attention_heads,
+        projection_dim=vision_hidden_size,
+    )
+    text = LlamaConfig(
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=text_hidden_size,
+        intermediate_size=int(8 * text_hidden_size / 3 + 31) // 32 * 32,
+        num_hidden_layers=text_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_attention_heads,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=ids[BOS],
+        eos_token_id=ids[EOS],
+        pad_token_id=ids[PAD],
+        tie_word_embeddings=False,
+        initializer_range=init_std,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=ids[IMAGE],
+        image_seq_length=n_patches,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default",  # drop CLS, as LLaVA-1.5
+        vision_feature_layer=-1,  # the last layer: with 2 layers, LLaVA's -2 would leave one layer unused
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD], do_sample=False, max_new_tokens=32
+    )
+    model.save_pretrained(out, safe_serialization=True)
+
+    image_processor = LlavaImageProcessor(
+        size={"height": image_size, "width": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        do_center_crop=False,
+        do_pad=False,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE,
+    )
+    processor.save_pretrained(out)
+    (out / "pfmvg_tiny_llava.json").write_text(
+        json.dumps(
+            {
+                "builder": "pfmvg_plugin.models.tiny_llava.build_tiny_llava",
+                "image_size": image_size,
+                "patch_size": patch_size,
+                "image_tokens": n_patches,
+                "vision_hidden_size": vision_hidden_size,
+                "vision_layers": vision_layers,
+                "text_hidden_size": text_hidden_size,
+                "text_layers": text_layers,
+                "vocab_size": backend.get_vocab_size(),
+                "seed": seed,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return out
