@@ -1,0 +1,182 @@
+"""The LLaVA-family backbone through ``transformers`` (``LlavaForConditionalGeneration`` + ``LlavaProcessor``).
+
+Prompts are rendered with the processor's chat template exactly as at inference (``USER: <image>\\n{text}
+ASSISTANT:`` for LLaVA-1.5), the answer is what the template appends after the generation prompt (`` {answer}</s>``),
+and only the answer tokens carry labels. Images are resized by our :class:`ImageTransform` to the processor's final
+input size before the processor sees them, so its own resize / centre crop are no-ops and cannot cut a box off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pfmvg_plugin.training.backbones import IGNORE_INDEX, Backbone, ImageTransform, language_model_regex
+
+#: LLaVA-1.5's conversation format, used when a processor ships no chat template.
+FALLBACK_TEMPLATE = "USER: {image}\n{instruction} ASSISTANT:"
+
+
+def _size_field(size: Any, key: str) -> int | None:
+    if size is None:
+        return None
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
+
+
+def processor_input_size(image_processor) -> tuple[int, int]:
+    """(width, height) of the image the model finally sees (after the processor's resize and centre crop)."""
+    if getattr(image_processor, "do_center_crop", False):
+        crop = getattr(image_processor, "crop_size", None)
+        h, w = _size_field(crop, "height"), _size_field(crop, "width")
+        if h and w:
+            return (w, h)
+    size = getattr(image_processor, "size", None)
+    h, w = _size_field(size, "height"), _size_field(size, "width")
+    if h and w:
+        return (w, h)
+    edge = _size_field(size, "shortest_edge")
+    if edge:
+        return (edge, edge)  # our transform already made the image square
+    raise ValueError(f"cannot tell the input size of {type(image_processor).__name__} (size={size!r})")
+
+
+class LlavaBackbone(Backbone):
+    name = "llava"
+    prompt_convention = "llava"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._n_image_tokens: int | None = None
+        self._input_size: tuple[int, int] | None = None
+        self._template_parts: tuple[str, str, str] | None | bool = None  # None: not probed; False: render each time
+
+    # ---- loading ----------------------------------------------------------------------------------------------------
+    def load(self, model_path: str, dtype: Any, **kwargs):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        load_kwargs = {"dtype": dtype}
+        if kwargs.get("quantization_config") is not None:
+            load_kwargs["quantization_config"] = kwargs["quantization_config"]
+            load_kwargs["device_map"] = kwargs.get("device_map")
+        if kwargs.get("attn_implementation"):
+            load_kwargs["attn_implementation"] = kwargs["attn_implementation"]
+        model = AutoModelForImageTextToText.from_pretrained(model_path, **load_kwargs)
+        processor = AutoProcessor.from_pretrained(model_path)
+        self.attach(model, processor)
+        return model, processor
+
+    def attach(self, model, processor) -> None:
+        """Use an already loaded model (or ``None``: data preparation needs only the processor) and processor."""
+        self.model, self.processor = model, processor
+        self._input_size = processor_input_size(processor.image_processor)
+        self._n_image_tokens = None
+        self._template_parts = None
+
+    # ---- module selection -------------------------------------------------------------------------------------------
+    def lora_target_regex(self, names: Sequence[str]) -> str:
+        return language_model_regex(names)
+
+    def trainable_modules(self) -> list[str]:
+        return ["multi_modal_projector"]
+
+    def frozen_modules(self) -> list[str]:
+        return ["vision_tower"]
+
+    # ---- images ---------------------------------------------------------------------------------------------------
+    def image_transform(self, mode: str = "squash") -> ImageTransform:
+        ip = self.processor.image_processor
+        mean = getattr(ip, "image_mean", None) or (0.0, 0.0, 0.0)
+        fill = tuple(int(round(float(m) * 255)) for m in mean)
+        return ImageTransform(size=self._input_size, mode=mode, fill=fill)
+
+    def encode_image(self, image):
+        out = self.processor.image_processor(image, return_tensors="pt")
+        return out["pixel_values"][0]
+
+    # ---- text -----------------------------------------------------------------------------------------------------
+    @property
+    def image_token(self) -> str:
+        return getattr(self.processor, "image_token", None) or "<image>"
+
+    @property
+    def n_image_tokens(self) -> int:
+        """How many placeholder tokens the processor expands one image into (measured once on a blank image)."""
+        if self._n_image_tokens is None:
+            from PIL import Image
+
+            tok = self.processor.tokenizer
+            image_id = tok.convert_tokens_to_ids(self.image_token)
+            out = self.processor(text=self.image_token, images=Image.new("RGB", self._input_size), return_tensors="pt")
+            self._n_image_tokens = int((out["input_ids"][0] == image_id).sum())
+        return self._n_image_tokens
+
+    _INSTRUCTION, _ANSWER = "\x00pfmvg-instruction\x00", "\x00pfmvg-answer\x00"
+
+    def _render(self, instruction: str, answer: str) -> tuple[str, str]:
+        tok = self.processor.tokenizer
+        template = getattr(self.processor, "chat_template", None)
+        if template:
+            user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
+            bot = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
+            prompt = self.processor.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+            full = self.processor.apply_chat_template([user, bot], tokenize=False)
+            if full.startswith(prompt):
+                return prompt, full[len(prompt):]
+        prompt = FALLBACK_TEMPLATE.format(image=self.image_token, instruction=instruction)
+        return prompt, " " + answer + (tok.eos_token or "")
+
+    def prompt_and_answer(self, instruction: str, answer: str) -> tuple[str, str]:
+        """The rendered prompt (ending with the generation prompt, as at inference) and the answer text after it.
+
+        The chat template is rendered once with placeholders and then filled in, which is checked against a full
+        render; a template that transforms its text (strips, escapes, ...) is rendered for every example instead.
+        """
+        if self._template_parts is None:
+            prompt, tail = self._render(self._INSTRUCTION, self._ANSWER)
+            ok = prompt.count(self._INSTRUCTION) == 1 and tail.count(self._ANSWER) == 1 and self._ANSWER not in prompt
+            self._template_parts = (prompt, tail) if ok else False
+            if ok and self._fill(instruction, answer) != self._render(instruction, answer):
+                self._template_parts = False
+        if self._template_parts:
+            return self._fill(instruction, answer)
+        return self._render(instruction, answer)
+
+    def _fill(self, instruction: str, answer: str) -> tuple[str, str]:
+        prompt, tail = self._template_parts
+        return prompt.replace(self._INSTRUCTION, instruction), tail.replace(self._ANSWER, answer)
+
+    def build_example(self, image, instruction: str, answer: str) -> dict:
+        import torch
+
+        tok = self.processor.tokenizer
+        pixel_values = image if isinstance(image, torch.Tensor) else self.encode_image(image)
+        prompt, answer_text = self.prompt_and_answer(instruction, answer)
+        prompt = prompt.replace(self.image_token, self.image_token * self.n_image_tokens)
+        prompt_ids = tok(prompt, add_special_tokens=True)["input_ids"]
+        answer_ids = tok(answer_text, add_special_tokens=False)["input_ids"]
+        if tok.eos_token_id is not None and (not answer_ids or answer_ids[-1] != tok.eos_token_id):
+            answer_ids.append(tok.eos_token_id)
+        ids = torch.tensor(prompt_ids + answer_ids, dtype=torch.long)
+        labels = ids.clone()
+        labels[: len(prompt_ids)] = IGNORE_INDEX
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+                "pixel_values": pixel_values}
+
+    def collate(self, examples: Sequence[dict]) -> dict:
+        import torch
+
+        pad_id = self.processor.tokenizer.pad_token_id
+        pad_id = 0 if pad_id is None else pad_id
+        n = max(len(e["input_ids"]) for e in examples)
+        batch = len(examples)
+        input_ids = torch.full((batch, n), pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, n), dtype=torch.long)
+        labels = torch.full((batch, n), IGNORE_INDEX, dtype=torch.long)
+        for i, e in enumerate(examples):  # right padding: training needs no generation alignment
+            k = len(e["input_ids"])
+            input_ids[i, :k] = e["input_ids"]
+            attention[i, :k] = e["attention_mask"]
+            labels[i, :k] = e["labels"]
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
+                "pixel_values": torch.stack([e["pixel_values"] for e in examples])}
