@@ -444,3 +444,35 @@ def test_data_parallel_under_accelerate_launch_on_cpu(tiny_dir, tmp_path):
     ]
     expected = model.generate_until(requests)
     assert {int(k): v for k, v in got["answers"].items()} == dict(enumerate(expected))
+
+
+@pytest.mark.parametrize(
+    ("meta", "box_format", "convention", "codec", "resize"),
+    [
+        ({"convention": "minigptv2", "box_codec": "minigptv2", "image_resize": "squash"}, None, "minigptv2",
+         "minigptv2", "squash"),
+        ({"convention": "llava", "box_codec": "llava_pad", "image_resize": "pad"}, None, "llava", "llava_pad", "pad"),
+        # an explicit box_format wins; the trained codec then no longer applies
+        ({"convention": "llava", "box_codec": "llava_pad", "image_resize": "pad"}, "minigptv2", "minigptv2",
+         "minigptv2", "pad"),
+    ],
+)
+def test_adapter_training_meta_sets_format_and_resize(tiny_dir, docs, adapter_dir, tmp_path, meta, box_format,
+                                                      convention, codec, resize):
+    """An adapter from our recipe says how it was trained; evaluation prompts, decodes and resizes the same way."""
+    import json
+    import shutil
+
+    from pfmvg_plugin.codecs import NormalizedCodec
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(adapter_dir, adapter)
+    (adapter / "pfmvg_training.json").write_text(json.dumps(meta))
+    kwargs = {"box_format": box_format} if box_format else {}
+    model = make_model(tiny_dir, docs, adapter=str(adapter), **kwargs)
+    assert model.convention == convention and model.image_resize == resize
+    state.note_prompt_convention(convention)
+    got = state.answer_codec()
+    assert got.name == codec.split("_")[0] and getattr(got, "pad_to_square", False) == codec.endswith("_pad")
+    if codec == "llava_pad":
+        assert isinstance(got, NormalizedCodec)

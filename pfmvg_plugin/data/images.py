@@ -86,6 +86,17 @@ def _dicom_to_pil(path: str | Path) -> Image.Image:
     return Image.fromarray((arr * 255.0 + 0.5).astype(np.uint8))
 
 
+def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """Centre ``image`` on a square canvas of side ``max(W, H)`` (LLaVA's ``expand2square``); squares pass through."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new(image.mode, (side, side), fill if image.mode == "RGB" else fill[0])
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
 def index_files(root: str | Path, suffixes: tuple[str, ...]) -> dict[str, str]:
     """Map file name -> path relative to ``root`` for every file with one of ``suffixes`` (one walk)."""
     root = Path(root)

@@ -40,7 +40,7 @@ from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset, data_root
 from pfmvg_plugin.lmms import state
 from pfmvg_plugin.lmms.answers import is_error_answer
 from pfmvg_plugin.metrics import GENERATION_ERROR, SampleScore, aggregate, score_sample, score_text
-from pfmvg_plugin.prompts import build_prompt, convention_codec
+from pfmvg_plugin.prompts import build_prompt
 
 #: Status of a doc that could not be scored at all (bad ground truth): IoU 0, counted as a parse failure.
 SCORING_ERROR = "scoring_error"
@@ -243,7 +243,7 @@ def doc_to_target(doc: Mapping) -> str:
     """The ground-truth boxes written in the prompts' box format (the ``target`` of the samples log)."""
     _check_doc(doc)
     try:
-        codec = convention_codec(state.prompt_convention())
+        codec = state.answer_codec()
         return codec.encode([tuple(b) for b in doc["boxes"]], (int(doc["width"]), int(doc["height"])))
     except Exception:
         return ""
@@ -276,7 +276,7 @@ def score_answer(doc: Mapping, answer: object, convention: str | None = None) ->
         if is_error_answer(answer):
             score = score_sample(None, gt_boxes, MULTIBOX_MODE, status=GENERATION_ERROR)
         else:
-            codec = convention_codec(convention)
+            codec = state.answer_codec(convention)
             score = score_text(answer, gt_boxes, size, codec, MULTIBOX_MODE)
             pred_boxes = _box_list(codec.decode(answer, size).boxes)
     except Exception:  # bad ground truth: lmms-eval retries process_results 5x on exceptions, so score it 0

@@ -43,9 +43,11 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm.auto import tqdm
 
+from pfmvg_plugin.data.images import pad_to_square
 from pfmvg_plugin.lmms import state
 from pfmvg_plugin.lmms.answers import GENERATION_ERROR_MARKER, error_answer
 from pfmvg_plugin.prompts import CONVENTIONS
+from pfmvg_plugin.training.checkpoint import TRAINING_META
 
 IMAGE_TOKEN = "<image>"
 #: Generation settings passed through from a task's ``generation_kwargs`` (others are ignored, as lmms-eval's own
@@ -102,6 +104,19 @@ def check_safetensors(path: str | Path, what: str, weight_names: Sequence[str] =
             "arbitrary code when loaded. Convert them to safetensors (e.g. `model.save_pretrained(dir, "
             "safe_serialization=True)`), or pass use_safetensors=false in --model_args if you trust the files."
         )
+
+
+def read_training_meta(adapter: str | os.PathLike | None) -> dict:
+    """``pfmvg_training.json`` of an adapter written by our training recipe (convention, box codec, image resize)."""
+    path = Path(adapter) / TRAINING_META if adapter else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        logger.warning(f"pfmvg_llava: ignoring unreadable {path}: {exc}")
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _to_images(visuals: Any) -> list:
@@ -191,12 +206,16 @@ class PfmvgLlava(lmms):
             raise ValueError("pfmvg_llava: pretrained=DIR is required")
         if box_format and convention and box_format != convention:
             raise ValueError(f"pfmvg_llava: box_format={box_format!r} and convention={convention!r} disagree")
-        self.convention = str(box_format or convention or state.DEFAULT_CONVENTION)
+        trained = read_training_meta(adapter)
+        self.convention = str(box_format or convention or trained.get("convention") or state.DEFAULT_CONVENTION)
         if self.convention not in CONVENTIONS:
             raise ValueError(
                 f"pfmvg_llava: unknown box_format {self.convention!r}; choose one of {', '.join(CONVENTIONS)}"
             )
-        state.set_model_convention(self.convention)
+        # An adapter trained by our recipe says how its images were resized and which codec its answers use.
+        self.image_resize = str(trained.get("image_resize") or "squash")
+        same_format = trained.get("convention") == self.convention
+        state.set_model_convention(self.convention, trained.get("box_codec") if same_format else None)
 
         self.pretrained = str(pretrained)
         self.adapter = str(adapter) if adapter else None
@@ -356,6 +375,8 @@ class PfmvgLlava(lmms):
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
         visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else None
         images = _to_images(visuals)
+        if self.image_resize == "pad":
+            images = [pad_to_square(image.convert("RGB")) for image in images]
         return self.build_prompt(context, len(images)), images, gen_kwargs
 
     def _generation_settings(self, gen_kwargs: dict | None) -> tuple[dict, list[str]]:

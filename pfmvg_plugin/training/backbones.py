@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pfmvg_plugin.codecs import BoxCodec, get_codec
+from pfmvg_plugin.data.images import pad_to_square
 from pfmvg_plugin.geometry import Box, Size
 
 IGNORE_INDEX = -100
@@ -50,12 +51,7 @@ class ImageTransform:
         from PIL import Image
 
         if self.mode == "pad":
-            w, h = image.size
-            if w != h:
-                side = max(w, h)
-                canvas = Image.new(image.mode, (side, side), self.fill if image.mode == "RGB" else self.fill[0])
-                canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-                image = canvas
+            image = pad_to_square(image, self.fill)
         if image.size != tuple(self.size):
             image = image.resize(tuple(self.size), Image.BICUBIC)
         return image
