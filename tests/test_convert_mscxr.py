@@ -146,17 +146,21 @@ def test_inconsistent_image_size_within_group(tmp_path):
         (3, "inconsistent image size within group")]
 
 
-def test_symlink_out_of_the_image_root_is_unsafe(tmp_path):
-    outside = tmp_path / "outside.jpg"
+def test_symlinks_the_user_placed_in_the_image_root_are_followed(tmp_path):
+    """Only the annotation's path text is policed (no absolute paths, no ``..``); a data root whose ``files/``
+    is a symlink to another disk is the user's choice and works."""
+    outside = tmp_path / "other_disk" / "x.jpg"
+    outside.parent.mkdir()
     Image.new("L", (300, 400)).save(outside, "JPEG")
     link = tmp_path / "root" / P1
     link.parent.mkdir(parents=True)
     link.symlink_to(outside)
-    rows = [f"{D1},Pneumonia,Right lower lobe pneumonia,{P1},10,20,30,40,300,400,train"]
+    rows = [f"{D1},Pneumonia,Right lower lobe pneumonia,{P1},10,20,30,40,300,400,train",
+            f"{D1},Edema,Edema,../other_disk/x.jpg,10,20,30,40,300,400,train"]
     skips = SkipLog()
     conv = convert_mscxr(write_csv(tmp_path / "a.csv", HEADER_V110, rows), tmp_path / "root", skips=skips)
-    assert conv.records == []
-    assert skips.skipped[0]["line"] == 2 and skips.skipped[0]["reason"].startswith("unsafe image path:")
+    assert [r["image"] for r in conv.records] == [P1]
+    assert skips.skipped[0]["line"] == 3 and skips.skipped[0]["reason"].startswith("unsafe image path:")
 
 
 def many_rows_v100(n_images: int = 40) -> list[str]:

@@ -41,3 +41,46 @@ def test_nih_bbox_list_as_released(tmp_path):
     for r in records:
         patient = Path(r["image"]).name.split("_")[0]
         assert split_of.setdefault(patient, r["split"]) == r["split"]
+
+
+def _real_chest_cr() -> Path:
+    import pytest
+
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("RG1_UNCR.dcm")  # shipped by the pydicom-data package ([dev] extra)
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    return Path(path)
+
+
+def test_real_monochrome1_chest_radiograph_is_inverted_and_sized_from_the_header():
+    import numpy as np
+    import pydicom
+
+    from pfmvg_plugin.data.images import image_size, load_image
+
+    path = _real_chest_cr()
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "MONOCHROME1" and ds.Modality == "CR"
+    assert image_size(path) == (ds.Columns, ds.Rows)
+    pixels = np.asarray(load_image(path, mode="L"), dtype=float)
+    raw = ds.pixel_array.astype(float)
+    assert pixels.shape == raw.shape
+    # MONOCHROME1: a high stored value is dark, so the displayed image is the inverted (windowed) raw one
+    assert np.corrcoef(raw.ravel()[::97], pixels.ravel()[::97])[0, 1] < -0.99
+
+
+def test_rsna_converter_reads_the_size_of_a_real_dicom(tmp_path):
+    path = _real_chest_cr()
+    images = tmp_path / "stage_2_train_images"
+    images.mkdir()
+    (images / "RG1_UNCR.dcm").symlink_to(path)  # inside the images root; its target may live anywhere
+    labels = tmp_path / "stage_2_train_labels.csv"
+    labels.write_text("patientId,x,y,width,height,Target\nRG1_UNCR,300,400,500,600,1\nRG1_UNCR,1000,450,400,550,1\n")
+    assert pfmvg(["data", "prepare", "rsna", "--labels", str(labels), "--images", str(tmp_path),
+                  "--split-ratios", "0,0,1", "--out", str(tmp_path / "out")]) == 0
+    (rec,) = PreparedDataset(tmp_path / "out").records("test")
+    assert (rec["width"], rec["height"]) == (1841, 1955)
+    assert rec["boxes"] == [[300, 400, 800, 1000], [1000, 450, 1400, 1000]]

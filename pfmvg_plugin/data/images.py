@@ -19,15 +19,18 @@ class MissingExtraError(ImportError):
 
 
 def safe_join(root: str | Path, relative: str | Path) -> Path:
-    """``root / relative``, refusing absolute paths and anything (``..``, symlinks) that resolves outside ``root``."""
+    """``root / relative``, refusing absolute paths and ``..`` that would leave ``root``.
+
+    The check is on the path text, which is what an annotation file controls. Symlinks the user placed inside the
+    root (e.g. ``files/`` -> another disk) are followed as usual.
+    """
     rel = Path(relative)
-    if rel.is_absolute() or rel.drive:
+    if rel.is_absolute() or rel.drive or str(relative).startswith(("/", "\\")):
         raise UnsafePathError(f"image path {str(relative)!r} is absolute; paths must be relative to {root}")
-    root_resolved = Path(root).resolve()
-    target = (root_resolved / rel).resolve()
-    if target != root_resolved and root_resolved not in target.parents:
+    normal = os.path.normpath(str(relative).replace("\\", "/"))
+    if normal == ".." or normal.startswith("../"):
         raise UnsafePathError(f"image path {str(relative)!r} escapes the data root {root}")
-    return target
+    return Path(os.path.abspath(root)) / normal
 
 
 def is_dicom(path: str | Path) -> bool:
