@@ -35,3 +35,38 @@ __all__ = [
     "score_text",
     "union_overlap",
 ]
+
+# ---- report generation and Med-VQA (appended) -------------------------------------------------------------------
+from pfmvg_plugin.metrics.text import (  # noqa: E402
+    bleu,
+    cider_d,
+    meteor,
+    rouge_l,
+    score_reports,
+    sentence_meteor,
+    sentence_rouge_l,
+    tokenize,
+)
+from pfmvg_plugin.metrics.vqa import (  # noqa: E402
+    closed_correct,
+    normalize_answer,
+    open_exact,
+    score_vqa,
+    token_recall,
+)
+
+__all__ += [
+    "bleu",
+    "cider_d",
+    "closed_correct",
+    "meteor",
+    "normalize_answer",
+    "open_exact",
+    "rouge_l",
+    "score_reports",
+    "score_vqa",
+    "sentence_meteor",
+    "sentence_rouge_l",
+    "token_recall",
+    "tokenize",
+]
