@@ -15,7 +15,7 @@ def load_converters() -> dict[str, ConverterSpec]:
     """Import the built-in converter modules (each registers itself) and return the registry."""
     import importlib
 
-    for module in ("mscxr", "chestxray8", "vindr", "rsna"):
+    for module in ("mscxr", "chestxray8", "vindr", "rsna", "vqarad", "slake", "iuxray", "pathvqa", "mimiccxr_reports"):
         try:
             importlib.import_module(f"pfmvg_plugin.data.converters.{module}")
         except ModuleNotFoundError as e:

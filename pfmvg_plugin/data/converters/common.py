@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import math
 import re
 import zipfile
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from pfmvg_plugin.data.converters.registry import ConversionError
 from pfmvg_plugin.data.images import MissingExtraError, UnsafePathError, image_size, index_files, safe_join
 from pfmvg_plugin.data.schema import validate_record
+from pfmvg_plugin.data.splits import assign_split
 from pfmvg_plugin.geometry import xywh_to_xyxy
 from pfmvg_plugin.progress import progress
 
@@ -293,3 +295,102 @@ class ImageFinder:
             return f"path escapes the image root: {e}"
         except RowError as e:
             return str(e)
+
+
+# --- VQA and report releases (JSON lists of questions / reports) ---------------------------------------------------
+
+def read_json(path: Path, what: str) -> Any:
+    """The parsed content of a JSON file (``.jsonl``: a list of its lines' objects); bad input is ConversionError."""
+    with open_text(path, what) as f:
+        if path.suffix.lower() == ".jsonl":
+            items = []
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ConversionError(f"{path}:{lineno}: not valid JSON Lines ({e.msg} at column {e.colno})"
+                                          ) from None
+            return items
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConversionError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                                  f"expected {what}") from None
+
+
+def text_value(item: Mapping[str, Any], key: str) -> str:
+    """``item[key]`` as stripped, non-empty text (a JSON number becomes its text: VQA answers such as ``2``)."""
+    value = item.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(int(value)) if float(value).is_integer() else str(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError(f"missing value: {key}")
+    if not isinstance(value, str):
+        raise RowError(f"unreadable {key}: {value!r} is not text")
+    return value.strip()
+
+
+def parse_answer_type(value: Any) -> str:
+    """``OPEN``/``CLOSED`` (any case, stray spaces) -> ``open``/``closed``; anything else is a RowError."""
+    if isinstance(value, str) and value.strip().lower() in ("open", "closed"):
+        return value.strip().lower()
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError("missing value: answer_type")
+    raise RowError(f"bad answer_type: {value!r} (expected OPEN or CLOSED)")
+
+
+def vqa_record(*, record_id: str, source: str, split: str, image: str, question: str, answer: str,
+               answer_type: str, size: tuple[int, int] | None, meta: dict) -> dict:
+    """A VQA record with the schema's keys in canonical order; ``width``/``height`` only when the size is known."""
+    rec: dict[str, Any] = {"id": record_id, "task": "vqa", "source": source, "split": split, "image": image}
+    if size is not None:
+        rec["width"], rec["height"] = size
+    rec.update(question=question, answer=answer, answer_type=answer_type, meta=meta)
+    return rec
+
+
+def report_record(*, record_id: str, source: str, split: str, images: Sequence[str], report: str,
+                  meta: dict) -> dict:
+    """A report record: ``image`` is the first view, ``images`` all views in the release's order."""
+    return {"id": record_id, "task": "report", "source": source, "split": split, "image": images[0],
+            "images": list(images), "report": report, "meta": meta}
+
+
+class ImageSizes:
+    """Sizes of images addressed by a relative path under ``root``, each read once.
+
+    ``size(rel)`` is ``(width, height)``, or None when the file does not exist; an unsafe path or an unreadable image
+    raises :class:`RowError` (every time it is asked).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cache: dict[str, tuple[int, int] | str | None] = {}
+
+    def size(self, rel: str) -> tuple[int, int] | None:
+        if rel not in self.cache:
+            try:
+                target = safe_join(self.root, rel)
+                self.cache[rel] = read_image_size(target, rel) if target.is_file() else None
+            except UnsafePathError as e:
+                self.cache[rel] = f"unsafe image path: {e}"
+            except RowError as e:
+                self.cache[rel] = str(e)
+        found = self.cache[rel]
+        if isinstance(found, str):
+            raise RowError(found)
+        return found
+
+    @property
+    def n_missing(self) -> int:
+        return sum(1 for v in self.cache.values() if v is None)
+
+
+def carve_val(key: str, ratios: Sequence[float], seed: int = 0) -> str:
+    """``train`` or ``val`` for an item of an official train set, hashed by ``key`` with the TRAIN:VAL ratio."""
+    train, val = float(ratios[0]), float(ratios[1])
+    if train + val <= 0:
+        raise ValueError("split ratios give train and val no share; cannot carve val out of train")
+    return "val" if assign_split(key, (train / (train + val), val / (train + val), 0.0), seed) == "val" else "train"
