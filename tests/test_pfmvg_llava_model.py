@@ -36,14 +36,6 @@ PHRASES = [
 GEN = {"until": ["\n\n"], "max_new_tokens": 8, "do_sample": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """A model this small runs fastest on one intra-op thread; on a 2-vCPU VM the second OpenMP thread mostly spins
-    and made the same generation 2-20x slower (bench/RESULTS.md)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -17,15 +17,6 @@ from pfmvg_plugin.models.tiny_llava import CHAT_TEMPLATE, build_tiny_llava  # no
 from pfmvg_plugin.prompts import build_prompt  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """A model this small runs fastest on one intra-op thread (see tests/test_pfmvg_llava_model.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava") / "ckpt")

@@ -31,11 +31,6 @@ def backbone(tmp_path_factory):
     return bb
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_grounding(tmp_path_factory.mktemp("toy"), n=12)
-
-
 def data_cfg(*specs, **kw) -> DataConfig:
     return DataConfig(datasets=[DatasetSpec(**s) for s in specs], **kw)
 

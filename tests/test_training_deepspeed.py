@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers_training import run
 from safetensors.torch import load_file
 
-from pfmvg_plugin.training.toy import ensure_tiny_llava, toy_config, write_toy_grounding
+from pfmvg_plugin.training.toy import toy_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
 
@@ -29,28 +30,12 @@ EXT_DIR = Path(sys.prefix) / "torch_extensions"
 LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return ensure_tiny_llava(tmp_path_factory.getbasetemp() / "tiny_llava")
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_grounding(tmp_path_factory.mktemp("toy"), n=12)
 
 
-def run(cfg):
-    from pfmvg_plugin.training.trainer import train
-
-    return train(cfg)
 
 
 def adapter(res) -> dict:

@@ -7,36 +7,21 @@ import json
 
 import pytest
 import torch
+from helpers_training import run
 from safetensors.torch import load_file
 
 from pfmvg_plugin.training.config import ConfigError
-from pfmvg_plugin.training.toy import ensure_tiny_llava, toy_config, write_toy_grounding, write_toy_text
+from pfmvg_plugin.training.toy import toy_config, write_toy_text
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: threads only contend on a shared machine
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return ensure_tiny_llava(tmp_path_factory.getbasetemp() / "tiny_llava")
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return write_toy_grounding(tmp_path_factory.mktemp("toy"), n=12)
 
 
-def run(cfg):
-    from pfmvg_plugin.training.trainer import train
-
-    return train(cfg)
 
 
 def base_state(tiny) -> dict:
