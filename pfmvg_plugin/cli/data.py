@@ -37,7 +37,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         s = sub.add_parser("synth", help="generate the synthetic chest-radiograph grounding dataset",
                            description=synth.__doc__.strip().splitlines()[0])
         synth.add_arguments(s)
-        s.set_defaults(handler=synth.run_cli)
+        s.add_argument("--vqa", action="store_true",
+                       help="also build synthcxr_vqa (questions about the same images and splits) beside --out")
+        s.set_defaults(handler=_run_synth)
+        from pfmvg_plugin.data.synth import vqa as synth_vqa
+
+        v = sub.add_parser("synth-vqa", help="build synthcxr_vqa: Med-VQA questions about the synthcxr images",
+                           description=synth_vqa.DESCRIPTION)
+        synth_vqa.add_arguments(v)
+        v.set_defaults(handler=synth_vqa.run_cli)
 
     validate = sub.add_parser("validate", help="check canonical JSONL files against the schema",
                               description="Check canonical JSONL files; errors name file, line and reason.")
@@ -53,6 +61,18 @@ def _run_prepare(args: argparse.Namespace) -> dict:
     summary = write_dataset(out, spec.name, conversion.records, conversion.image_root, skips,
                             inputs=conversion.inputs, extra=conversion.extra)
     return summary
+
+
+def _run_synth(args: argparse.Namespace) -> dict:
+    from pfmvg_plugin.data import synth
+    from pfmvg_plugin.data.synth import vqa as synth_vqa
+
+    summary = synth.run_cli(args)
+    if not args.vqa:
+        return summary
+    out = Path(summary["dir"])
+    return {synth.NAME: summary,
+            synth_vqa.NAME: synth_vqa.generate_synthcxr_vqa(out, out.parent / synth_vqa.NAME, seed=args.seed)}
 
 
 def _run_validate(args: argparse.Namespace) -> dict:
