@@ -1,94 +1,266 @@
-"""`make demo`: the main job on the embedded default data.
+"""`make demo`: the main job end to end on the embedded synthetic data, offline, on a CPU.
 
-Today (training recipe not landed yet) it runs the data half of the pipeline, end to end with the real code paths:
-synthesise chest radiographs -> export them as an MS-CXR CSV -> `pfmvg data prepare mscxr` -> score image-blind
-baselines on the test split through a box codec (encode -> decode -> IoU) -> print the table and write overlays.
+1. synthesise chest radiographs with boxed findings (synthcxr) into ``<out>/data`` (``$PFMVG_DATA_ROOT`` of every step);
+2. score the image-blind baselines on the test split (the bar a model must clear to show it reads the image);
+3. stage 1, PRETRAINING: build a tiny LLaVA from config and fine-tune ALL of it (vision tower, projector, language
+   model) on the train split -- it stands in for the pretrained MLLM PFMVG starts from, which no offline CPU demo has
+   (``recipes/finetune_lora.py --config recipes/configs/demo_pretrain.yaml``);
+4. stage 2, PFMVG: LoRA on the language model + the projector, vision tower frozen, DeepSpeed ZeRO-2
+   (``recipes/finetune_lora.py --config recipes/configs/demo_lora.yaml``);
+5. score the stage-1 model and the stage-1 model + LoRA adapter with the real ``lmms-eval`` CLI
+   (``--model pfmvg_llava --tasks synthcxr_grounding``) and print them next to the baselines;
+6. ``pfmvg report`` on the fine-tuned run: HTML page with box overlays.
+
+Everything it writes is under ``--out``; ``demo_results.json`` holds the numbers and the time of each step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pfmvg_plugin.baselines import BASELINES, PriorBaseline
-from pfmvg_plugin.cli.main import main as pfmvg
 from pfmvg_plugin.codecs import get_codec
-from pfmvg_plugin.data.export import export_mscxr_csv
-from pfmvg_plugin.data.images import load_image
-from pfmvg_plugin.data.store import PreparedDataset
+from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset
 from pfmvg_plugin.data.synth import generate_synthcxr
 from pfmvg_plugin.metrics import aggregate, score_text
-from pfmvg_plugin.viz import Panel, contact_sheet
+
+RECIPES = Path(__file__).resolve().parent
+PRETRAIN_CONFIG = RECIPES / "configs" / "demo_pretrain.yaml"
+LORA_CONFIG = RECIPES / "configs" / "demo_lora.yaml"
+TASK = "synthcxr_grounding"
+CONVENTION = "minigptv2"  # prompts "[refer] ..." and answers {<x1><y1><x2><y2>}, as in the demo configs
+METRICS = ("acc@0.1", "acc@0.3", "acc@0.5", "miou")
+
+#: ``--quick``: a smoke run of every step (minutes -> seconds); the numbers mean nothing.
+QUICK = {"n": 48, "pretrain_steps": 12, "lora_steps": 6, "batch_size": 4, "limit": 8}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
-    p.add_argument("--n", type=int, default=600, help="synthetic images (default 600)")
+    p.add_argument("--n", type=int, default=None, help="synthetic images (default 3000; train/val/test 80/10/10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
-    p.add_argument("--codec", default="minigptv2", help="box format the predictions go through (default minigptv2)")
-    return p.parse_args(argv)
+    p.add_argument("--pretrain-steps", type=int, default=None, help="stage-1 optimizer steps (default: the YAML's)")
+    p.add_argument("--lora-steps", type=int, default=None, help="stage-2 optimizer steps (default: the YAML's)")
+    p.add_argument("--batch-size", type=int, default=None, help="micro batch of both stages (default: the YAMLs')")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N test queries (lmms-eval --limit)")
+    p.add_argument("--ranks", type=int, default=1,
+                   help="training processes (default 1; >1 runs the `deepspeed` launcher with that many CPU ranks)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test of every step in a few minutes "
+                        f"({', '.join(f'{k}={v}' for k, v in QUICK.items())}); explicit flags win")
+    args = p.parse_args(argv)
+    defaults = {"n": 3000, "pretrain_steps": None, "lora_steps": None, "batch_size": None, "limit": None}
+    for key, value in (QUICK if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.n < 10:
+        p.error("--n must be at least 10 (the test split needs images)")
+    return args
 
 
-def score_baselines(ds: PreparedDataset, codec_name: str) -> dict[str, tuple[dict, list]]:
-    train, test = ds.records("train"), ds.records("test")
-    codec = get_codec(codec_name)
+class Clock:
+    """Wall time of each step, printed as it ends."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.start, self.times, self.step = total, time.perf_counter(), {}, 0
+
+    def begin(self, name: str, text: str) -> None:
+        self.step += 1
+        self.name, self.t0 = name, time.perf_counter()
+        print(f"\n[{self.step}/{self.total}] {text}", flush=True)
+
+    def end(self) -> None:
+        self.times[self.name] = round(time.perf_counter() - self.t0, 1)
+        since = time.perf_counter() - self.start
+        print(f"      ({self.times[self.name]:.0f} s; {since:.0f} s since the start)", flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
+
+
+def child_env(data_root: Path) -> dict:
+    env = {**os.environ, DATA_ROOT_ENV: str(data_root.resolve()), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.setdefault("DS_ACCELERATOR", "cpu" if not _cuda() else env.get("DS_ACCELERATOR", "cuda"))
+    env.setdefault("OMP_NUM_THREADS", "1")  # tiny matrices: one thread per process is the fastest and the steadiest
+    env.pop("PFMVG_NO_TASK_HOOK", None)
+    return env
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def run(cmd: list[str], env: dict, log: Path) -> None:
+    """Run a command, streaming its output to the terminal and to ``log``; stop the demo if it fails."""
+    print("      $ " + " ".join(str(c) for c in cmd), flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    shown = -1
+    with log.open("w") as f, subprocess.Popen([str(c) for c in cmd], env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            f.write(line)
+            text = line.strip()
+            progress = _TQDM.match(text)
+            if progress:  # the training bar, every 10%
+                if int(progress["pct"]) // 10 > shown:
+                    shown = int(progress["pct"]) // 10
+                    print(f"      {text[:120]}", flush=True)
+            elif text.startswith("[pfmvg.train]") or text.startswith(("Traceback", "error:")):
+                print("      " + text[:150], flush=True)
+    if proc.returncode:
+        sys.exit(f"demo: the command above failed (exit {proc.returncode}); full output in {log}")
+
+
+_TQDM = re.compile(r"^train:\s+(?P<pct>\d+)%")
+
+
+def train_command(config: Path, ranks: int, overrides: list[str]) -> list[str]:
+    script = RECIPES / "finetune_lora.py"
+    if ranks > 1:  # CPU ranks over gloo; no shared-memory allreduce op (its JIT build costs a minute)
+        from pfmvg_plugin.training.dist import free_port
+
+        launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
+        return [launcher, "--num_gpus", str(ranks), "--master_port", str(free_port()), script, "--config", config,
+                "--no-resume", *overrides, "train.cpu_shm_comm=off"]
+    return [sys.executable, script, "--config", config, "--no-resume", *overrides]
+
+
+def stage_overrides(args: argparse.Namespace, out_dir: Path, steps: int | None) -> list[str]:
+    overrides = [f"train.output_dir={out_dir.resolve()}"]
+    if steps is not None:
+        overrides.append(f"train.max_steps={steps}")
+    if args.batch_size is not None:
+        overrides.append(f"train.micro_batch_size={args.batch_size}")
+    if args.quick:
+        overrides += ["train.log_steps=2", "train.warmup_ratio=0.0"]
+    return overrides
+
+
+def score_baselines(ds: PreparedDataset, limit: int | None) -> dict[str, dict]:
+    """Image-blind baselines on the test split, each answer written and read back through the demo's box codec."""
+    train, test = ds.records("train"), ds.records("test")[:limit]
+    codec = get_codec(CONVENTION)
     results = {}
     for kind in BASELINES:
         model = PriorBaseline(kind).fit(train)
-        scores = []
-        for rec in test:
-            text = codec.encode(model.predict(rec), (rec["width"], rec["height"]))
-            scores.append(score_text(text, rec["boxes"], (rec["width"], rec["height"]), codec))
-        results[kind] = (aggregate(scores, [r["category"] for r in test]), scores)
+        scores = [score_text(codec.encode(model.predict(r), (r["width"], r["height"])), r["boxes"],
+                             (r["width"], r["height"]), codec) for r in test]
+        results[kind] = aggregate(scores, [r["category"] for r in test])
     return results
 
 
-def overlays(ds: PreparedDataset, scores: list, path: Path, title: str) -> None:
-    test = ds.records("test")
-    ranked = sorted(range(len(test)), key=lambda i: scores[i].iou)
-    picks = ranked[-4:][::-1] + ranked[:4]
-    panels = [
-        Panel(load_image(ds.image_path(test[i])), test[i]["boxes"], [scores[i].pred_box] if scores[i].pred_box else [],
-              caption=test[i]["phrase"], lines=[f"IoU {scores[i].iou:.2f}"])
-        for i in picks
-    ]
-    contact_sheet(panels, columns=4, title=title).save(path)
+def lmms_eval(model_args: str, out_dir: Path, env: dict, limit: int | None, log: Path) -> dict:
+    """One ``lmms-eval`` CLI run; returns the task's results (lmms-eval exits 0 even when a task failed)."""
+    exe = Path(sys.executable).parent / "lmms-eval"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "lmms_eval"]
+    cmd += ["--model", "pfmvg_llava", "--model_args", model_args, "--tasks", TASK, "--batch_size", "32",
+            "--output_path", str(out_dir), "--log_samples"]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    run(cmd, env, log)
+    found = sorted(out_dir.rglob("*_results.json"))
+    if not found:
+        sys.exit(f"demo: lmms-eval wrote no results file under {out_dir}; see {log}")
+    res = json.loads(found[-1].read_text())["results"][TASK]
+    res = {k.split(",")[0]: v for k, v in res.items() if k.endswith(",none")}
+    print(f"      -> Acc@0.5 {res['acc@0.5']:.3f}  mIoU {res['miou']:.3f}  parse failures "
+          f"{res['parse_failure_rate']:.3f}  ({found[-1]})", flush=True)
+    return res
+
+
+def print_table(rows: list[tuple[str, dict]], n: int) -> None:
+    print(f"\n{'synthcxr test, n=' + str(n):62} {'Acc@0.1':>8} {'Acc@0.3':>8} {'Acc@0.5':>8} {'mIoU':>6}")
+    for name, res in rows:
+        print(f"{name:62} " + " ".join(f"{res[m]:{8 if m != 'miou' else 6}.3f}" for m in METRICS))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.out
-    print(f"[1/4] synthesising {args.n} chest radiographs -> {out / 'synthcxr'}")
-    generate_synthcxr(out / "synthcxr", n=args.n, seed=args.seed)
+    data_root = out / "data"
+    env = child_env(data_root)
+    os.environ[DATA_ROOT_ENV] = env[DATA_ROOT_ENV]
+    clock = Clock(6)
+    runs = out / "runs"
+    stage1, stage2 = runs / "stage1_pretrain", runs / "stage2_lora"
 
-    print("[2/4] exporting them as an MS-CXR v1.1.0 CSV and preparing it with `pfmvg data prepare mscxr`")
-    synth = PreparedDataset(out / "synthcxr")
-    csv_path = out / "mscxr_format" / "MS_CXR_Local_Alignment_v1.1.0.csv"
-    export_mscxr_csv([r for s in ("train", "val", "test") for r in synth.records(s)], csv_path)
-    rc = pfmvg(["data", "prepare", "mscxr", "--annotations", str(csv_path), "--images", str(synth.image_root),
-                "--out", str(out / "mscxr_from_synth")])
-    if rc:
-        return rc
-    ds = PreparedDataset(out / "mscxr_from_synth")
+    clock.begin("data", f"synthesising {args.n} chest radiographs with boxed findings -> {data_root / 'synthcxr'}")
+    if (data_root / "synthcxr").exists():
+        shutil.rmtree(data_root / "synthcxr")
+    summary = generate_synthcxr(data_root / "synthcxr", n=args.n, seed=args.seed, workers=min(2, os.cpu_count() or 1))
+    ds = PreparedDataset(data_root / "synthcxr")
+    print(f"      splits: {summary.get('splits')}")
+    clock.end()
 
-    print(f"[3/4] scoring image-blind baselines on the test split (answers written and read as {args.codec})")
-    results = score_baselines(ds, args.codec)
-    print(f"\n{'baseline':16} {'n':>5} {'Acc@0.1':>8} {'Acc@0.3':>8} {'Acc@0.5':>8} {'mIoU':>6} {'95% CI Acc@0.5':>16}")
-    for kind, (res, _) in results.items():
-        lo, hi = res["ci"]["acc@0.5"]
-        print(f"{kind:16} {res['n']:5d} {res['acc@0.1']:8.3f} {res['acc@0.3']:8.3f} {res['acc@0.5']:8.3f} "
-              f"{res['miou']:6.3f} {f'[{lo:.3f}, {hi:.3f}]':>16}")
-    (out / "baselines.json").write_text(json.dumps({k: v[0] for k, v in results.items()}, indent=2))
+    clock.begin("baselines", "image-blind baselines on the test split (they never look at the image)")
+    baselines = score_baselines(ds, args.limit)
+    for kind, res in baselines.items():
+        print(f"      {kind:15} Acc@0.5 {res['acc@0.5']:.3f}  mIoU {res['miou']:.3f}")
+    clock.end()
 
-    picture = out / "overlays_phrase_prior.png"
-    print(f"\n[4/4] writing box overlays (green = ground truth, red = baseline) -> {picture}")
-    overlays(ds, results["phrase_prior"][1], picture, "phrase_prior baseline: best 4 and worst 4 test queries")
-    print("\nThe fine-tuning half of the demo (DeepSpeed + LoRA on a tiny LLaVA, scored by lmms-eval) arrives with the "
-          "training recipe; until then this demo stops at the baselines it will have to beat.")
+    clock.begin("stage1", "stage 1, PRETRAINING: tiny LLaVA built from config, FULL fine-tune (vision tower + "
+                          "projector + language model) on the train split, DeepSpeed ZeRO-2")
+    run(train_command(PRETRAIN_CONFIG, args.ranks, stage_overrides(args, stage1, args.pretrain_steps)), env,
+        runs / "stage1_pretrain.log")
+    clock.end()
+
+    clock.begin("stage2", "stage 2, PFMVG: LoRA on the language model + projector (vision tower frozen), DeepSpeed "
+                          "ZeRO-2, starting from the stage-1 model")
+    run(train_command(LORA_CONFIG, args.ranks,
+                      [f"model.path={(stage1 / 'model').resolve()}",
+                       *stage_overrides(args, stage2, args.lora_steps)]), env, runs / "stage2_lora.log")
+    clock.end()
+
+    clock.begin("lmms_eval", f"scoring with the lmms-eval CLI on {TASK} (before and after the LoRA stage)")
+    evals = out / "eval"
+    base_args = f"pretrained={(stage1 / 'model').resolve()},box_format={CONVENTION}"
+    before = lmms_eval(base_args, evals / "stage1", env, args.limit, evals / "stage1.log")
+    after = lmms_eval(f"{base_args},adapter={(stage2 / 'adapter').resolve()}", evals / "stage2_lora", env,
+                      args.limit, evals / "stage2_lora.log")
+    clock.end()
+
+    clock.begin("report", f"box overlays of the fine-tuned model: pfmvg report {evals / 'stage2_lora'}")
+    report = run_report(evals / "stage2_lora", env, evals / "report.log")
+    clock.end()
+
+    rows = [(f"{kind} (image-blind baseline)", res) for kind, res in baselines.items()]
+    rows += [("stage 1: pretrained tiny LLaVA (full fine-tune), no adapter", before),
+             ("stage 2: + LoRA adapter (PFMVG recipe)  <- fine-tuned", after)]
+    n_test = len(ds.records("test")[: args.limit])
+    print_table(rows, n_test)
+    best_blind = max(baselines, key=lambda k: baselines[k]["acc@0.5"])
+    print(f"\nfine-tuned Acc@0.5 {after['acc@0.5']:.3f} vs {baselines[best_blind]['acc@0.5']:.3f} for the best "
+          f"image-blind baseline ({best_blind}); parse failures {after['parse_failure_rate']:.3f}")
+    print(f"report: {report}   total wall time {clock.elapsed:.0f} s")
+    results = {"n_images": args.n, "n_test": n_test, "quick": args.quick, "baselines": baselines,
+               "stage1_pretrained": before, "stage2_lora": after, "report": str(report),
+               "seconds": {**clock.times, "total": clock.elapsed}}
+    (out / "demo_results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
+
+
+def run_report(run_dir: Path, env: dict, log: Path) -> Path:
+    run([sys.executable, "-m", "pfmvg_plugin.cli.main", "report", str(run_dir), "--n-bootstrap", "200"], env, log)
+    return run_dir / "pfmvg_report" / "index.html"
 
 
 if __name__ == "__main__":

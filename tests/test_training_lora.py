@@ -4,6 +4,7 @@ saved, vision tower frozen, adapters that reload and reproduce the trained logit
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -64,11 +65,15 @@ def initial_trainable(cfg, tiny) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_a_lora_step_changes_only_the_trainable_tensors(tiny, toy, tmp_path):
+def test_a_lora_step_changes_only_the_trainable_tensors(tiny, toy, tmp_path, monkeypatch):
     before = base_state(tiny)
     cfg = toy_config(tiny, toy, tmp_path, train={"max_steps": 2})
     init = initial_trainable(cfg, tiny)
+    for key in ("RANK", "WORLD_SIZE", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
     res = run(cfg)
+    # the launcher variables it filled in are gone: a later subprocess (lmms-eval) must not join this process group
+    assert not {"RANK", "WORLD_SIZE", "MASTER_PORT"} & set(os.environ)
     model = res.engine.module
     after = {k: v for k, v in model.named_parameters()}
     changed_frozen, unchanged_trainable = [], []

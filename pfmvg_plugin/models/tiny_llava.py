@@ -174,6 +174,8 @@ def build_tiny_llava(
     init_std: float = 0.2,
     seed: int = 0,
     corpus: Iterable[str] | None = None,
+    vision_position_init: str = "random",
+    number_embedding_init: str = "random",
 ) -> Path:
     """Write a tiny LLaVA-1.5 checkpoint (safetensors weights, tokenizer, processor, chat template) to ``out_dir``.
 
@@ -192,6 +194,15 @@ def build_tiny_llava(
             ordering, batching and adapter bugs. At 0.2 different inputs give different greedy answers.
         seed: seeds the weights, so the same arguments give the same checkpoint bit for bit.
         corpus: tokenizer training texts (default: :func:`default_corpus`).
+        vision_position_init: ``random`` (CLIP's init: tiny random position embeddings) or ``sincos``: the vision
+            tower's patch position embeddings start as 2-D sine-cosine features of the patch's column and row (unit
+            amplitude; still trained), as ViTs trained from scratch commonly do. With CLIP's init, a tower trained
+            from scratch tells *where* a patch is only after hundreds of steps; with ``sincos`` it does from step 0,
+            which is what grounding needs (used by ``make demo``).
+        number_embedding_init: ``random`` or ``sincos``: the input embeddings and output rows of the number tokens
+            (``0`` .. ``100`` and ``0.00`` .. ``1.00``, the box coordinates of the ``minigptv2`` and ``llava``
+            codecs) start as sine-cosine features of their value, so neighbouring coordinates start out similar, as
+            in a pretrained language model, instead of as unrelated random vectors (used by ``make demo``).
 
     Returns:
         ``Path(out_dir)``. Loads offline with ``AutoModelForImageTextToText.from_pretrained(out_dir)`` and
@@ -209,6 +220,10 @@ def build_tiny_llava(
         PreTrainedTokenizerFast,
     )
 
+    for name, value in (("vision_position_init", vision_position_init),
+                        ("number_embedding_init", number_embedding_init)):
+        if value not in ("random", "sincos"):
+            raise ValueError(f"{name} must be 'random' or 'sincos', got {value!r}")
     if image_size % patch_size:
         raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
     out = Path(out_dir)
@@ -262,6 +277,10 @@ def build_tiny_llava(
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
+    if vision_position_init == "sincos":
+        _sincos_positions(model)
+    if number_embedding_init == "sincos":
+        _sincos_numbers(model, tokenizer)
     model.generation_config = GenerationConfig(
         bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD], do_sample=False, max_new_tokens=32
     )
@@ -296,9 +315,73 @@ def build_tiny_llava(
                 "text_layers": text_layers,
                 "vocab_size": backend.get_vocab_size(),
                 "seed": seed,
+                "init_std": init_std,
+                "vision_position_init": vision_position_init,
+                "number_embedding_init": number_embedding_init,
             },
             indent=2,
         )
         + "\n"
     )
     return out
+
+
+def _sincos(values, dim: int, min_wavelength: float, max_wavelength: float):
+    """``len(values) x dim`` sine-cosine features (``dim // 2`` geometric wavelengths; odd ``dim``: last column 0)."""
+    import torch
+
+    half = dim // 2
+    steps = torch.arange(half, dtype=torch.float32) / max(half - 1, 1)
+    wavelengths = min_wavelength * (max_wavelength / min_wavelength) ** steps
+    angles = 2 * torch.pi * torch.as_tensor(values, dtype=torch.float32)[:, None] / wavelengths
+    out = torch.zeros(len(values), dim)
+    out[:, :half], out[:, half:2 * half] = torch.sin(angles), torch.cos(angles)
+    return out
+
+
+def _sincos_positions(model) -> None:
+    """2-D sine-cosine patch position embeddings (x in the first half of the width, y in the second; CLS row 0)."""
+    import torch
+
+    embeddings = model.model.vision_tower.embeddings
+    weight = embeddings.position_embedding.weight
+    grid = embeddings.image_size // embeddings.patch_size
+    dim = weight.shape[1]
+    cols = torch.arange(grid * grid) % grid
+    rows = torch.arange(grid * grid) // grid
+    with torch.no_grad():
+        weight.zero_()
+        weight[1:, : dim // 2] = _sincos(cols, dim // 2, 2 * torch.pi, 200 * torch.pi)
+        weight[1:, dim // 2 :] = _sincos(rows, dim - dim // 2, 2 * torch.pi, 200 * torch.pi)
+
+
+def _number_value(token: str) -> float | None:
+    """0..100 for the number tokens of box answers (``57``, `` 57``, ``0.57``, `` 0.57``), else None."""
+    import re
+
+    text = token.replace("\u0120", " ").strip()
+    if re.fullmatch(r"\d{1,3}", text) and int(text) <= 100:
+        return float(int(text))
+    if re.fullmatch(r"[01]\.\d\d", text) and float(text) <= 1.0:
+        return round(float(text) * 100)
+    return None
+
+
+def _sincos_numbers(model, tokenizer) -> None:
+    """Number tokens' input embeddings and output rows: value features scaled like the random rows they replace."""
+    import torch
+
+    ids, values = [], []
+    for token, index in tokenizer.get_vocab().items():
+        value = _number_value(token)
+        if value is not None:
+            ids.append(index)
+            values.append(value)
+    if not ids:
+        return
+    for weight in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        dim = weight.shape[1]
+        features = _sincos(values, dim, 4.0, 400.0)
+        features = features / features.norm(dim=1, keepdim=True) * dim ** 0.5
+        with torch.no_grad():
+            weight[ids] = features * weight.std()

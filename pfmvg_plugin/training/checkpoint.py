@@ -66,11 +66,22 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def is_adapter_model(model) -> bool:
+    """A PEFT model (LoRA run) rather than a plain backbone (full fine-tuning, ``lora.enabled: false``)."""
+    return hasattr(model, "peft_config")
+
+
 def save_adapter(engine, out_dir: Path, backbone, meta: dict, is_main: bool) -> None:
-    """Write a PEFT adapter with the trainable weights as they are now (gathered from ZeRO-3 partitions)."""
-    with engine.gathered_trainable() as state:  # collective under ZeRO-3: every rank enters
+    """Write a PEFT adapter with the trainable weights as they are now (gathered from ZeRO-3 partitions); for a full
+    fine-tune, the complete model (every weight, KV cache re-enabled for inference) in the same way."""
+    full = not is_adapter_model(engine.module)
+    with engine.gathered_trainable(all_params=full) as state:  # collective under ZeRO-3: every rank enters
         if is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
+            if full:
+                for conf in (engine.module.config, getattr(engine.module.config, "text_config", None)):
+                    if conf is not None and getattr(conf, "use_cache", None) is False:
+                        conf.use_cache = True  # switched off for training only
             engine.module.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True)
             backbone.save_processor(out_dir)
             _write_atomic(out_dir / TRAINING_META, json.dumps(meta, indent=2) + "\n")
@@ -88,7 +99,8 @@ def save_checkpoint(engine, output_dir: Path, step: int, trainer_state: dict, ba
     dist.barrier()
     engine.save_checkpoint(ckpt, rank)
     torch.save(rng_state(), ckpt / f"rng_state_rank{rank}.pt")
-    save_adapter(engine, ckpt / "adapter", backbone, meta, rank == 0)
+    if is_adapter_model(engine.module):  # a full fine-tune's weights are in the engine state already
+        save_adapter(engine, ckpt / "adapter", backbone, meta, rank == 0)
     dist.barrier()
     if rank == 0:
         _write_atomic(ckpt / STATE_FILE, json.dumps(trainer_state, indent=2) + "\n")

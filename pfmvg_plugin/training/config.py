@@ -60,10 +60,16 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     #: Attention implementation for ``from_pretrained`` (``sdpa``, ``eager``, ``flash_attention_2``; null: default).
     attn_implementation: str | None = None
+    #: Keep the vision tower frozen. ``false`` (with ``lora.enabled: false``) trains it too.
+    freeze_vision_tower: bool = True
 
 
 @dataclass
 class LoraConfig:
+    #: ``false``: no adapter -- full fine-tuning of every weight (the vision tower too when
+    #: ``model.freeze_vision_tower: false``); the run writes a complete checkpoint to ``<output_dir>/model``
+    #: (loadable as ``model.path`` of a next stage, or ``pretrained=`` of ``pfmvg_llava``) instead of an adapter.
+    enabled: bool = True
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
@@ -122,6 +128,9 @@ class TrainConfig:
     micro_batch_size: int = 4
     grad_accum: int = 1
     lr: float = 2e-4
+    #: Learning-rate factors per module name (``{vision_tower: 0.1, multi_modal_projector: 0.1}``): a trainable
+    #: parameter inside a module of that name trains at ``lr * factor`` (same schedule). Empty: one rate for all.
+    lr_multipliers: dict = field(default_factory=dict)
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
@@ -210,6 +219,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(allowed):  # YAML 1.1 reads on/off as true/false
+            value = "on" if value else "off"
         if value not in allowed:
             raise ConfigError(key, f"expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
         return value
@@ -274,6 +285,14 @@ def _check(cfg: Config) -> None:
     if not cfg.model.path:
         raise ConfigError("model.path", "required: a checkpoint directory, a hub id, or 'tiny-llava'")
     lora = cfg.lora
+    if not lora.enabled and lora.init_adapter:
+        raise ConfigError("lora.init_adapter", "full fine-tuning (lora.enabled: false) starts from model.path, "
+                                               "not from an adapter")
+    if not lora.enabled and cfg.model.load_in_4bit:
+        raise ConfigError("model.load_in_4bit", "4-bit weights cannot be fully fine-tuned: use LoRA (QLoRA)")
+    if lora.enabled and not cfg.model.freeze_vision_tower:
+        raise ConfigError("model.freeze_vision_tower", "false needs full fine-tuning (lora.enabled: false); LoRA "
+                                                       "targets the language model only")
     if lora.r < 1:
         raise ConfigError("lora.r", f"must be >= 1, got {lora.r}")
     if lora.alpha <= 0:
@@ -320,6 +339,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError("train.max_steps", f"must be >= 1, got {t.max_steps}")
     if not t.lr > 0:
         raise ConfigError("train.lr", f"must be > 0, got {t.lr}")
+    for name, factor in t.lr_multipliers.items():
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+            raise ConfigError(f"train.lr_multipliers.{name}", f"must be a number > 0, got {factor!r}")
     if not 0.0 <= t.warmup_ratio < 1.0:
         raise ConfigError("train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):

@@ -46,6 +46,23 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def launcher_environment():
+    """Restore the launcher variables (:data:`LAUNCHER_VARIABLES`) to what they were on entry."""
+    before = {k: os.environ.get(k) for k in LAUNCHER_VARIABLES}
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def setup_environment(local_rank: int | None = None) -> World:
     """Fill in what a launcher would have set, pick DeepSpeed's accelerator, and share CPU cores between ranks.
 

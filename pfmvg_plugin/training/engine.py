@@ -38,7 +38,17 @@ def torch_dtype(precision: str) -> torch.dtype:
 
 
 def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW over ``params`` (parameters, or ``(name, parameter)`` pairs for ``train.lr_multipliers`` groups)."""
     t = cfg.train
+    params = list(params)
+    if t.lr_multipliers and params and isinstance(params[0], tuple):
+        groups: dict[float, list] = {1.0: []}
+        for name, p in params:
+            hits = [float(f) for m, f in t.lr_multipliers.items() if f".{m}." in f".{name}."]
+            groups.setdefault(hits[0] if hits else 1.0, []).append(p)
+        params = [{"params": ps, "lr": t.lr * f} for f, ps in groups.items() if ps]  # the base group first
+    elif params and isinstance(params[0], tuple):
+        params = [p for _, p in params]
     return torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, eps=1e-8)
 
 
@@ -213,9 +223,9 @@ class TorchEngine:
         return float(self.optimizer.param_groups[0]["lr"])
 
     @contextlib.contextmanager
-    def gathered_trainable(self):
-        """``name -> tensor`` (CPU copies) of every trainable parameter."""
-        yield {n: p.detach().cpu().clone() for n, p in self.module.named_parameters() if p.requires_grad}
+    def gathered_trainable(self, all_params: bool = False):
+        """``name -> tensor`` (CPU copies) of every trainable parameter (every parameter with ``all_params``)."""
+        yield {n: p.detach().cpu().clone() for n, p in self.module.named_parameters() if all_params or p.requires_grad}
 
     def save_checkpoint(self, ckpt_dir: Path, rank: int) -> None:
         if rank != 0:
@@ -290,9 +300,10 @@ class DeepSpeedEngine:
         return float(self.engine.get_lr()[0])
 
     @contextlib.contextmanager
-    def gathered_trainable(self):
-        """Trainable parameters gathered from their ZeRO-3 partitions (on every rank: it is a collective)."""
-        named = [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+    def gathered_trainable(self, all_params: bool = False):
+        """Trainable parameters (every parameter with ``all_params``) gathered from their ZeRO-3 partitions (on every
+        rank: it is a collective)."""
+        named = [(n, p) for n, p in self.module.named_parameters() if all_params or p.requires_grad]
         ctx = contextlib.nullcontext()
         if self.stage == 3:
             import deepspeed

@@ -14,6 +14,7 @@ from pfmvg_plugin.training.config import Config, ConfigError, expand_path
 log = logging.getLogger(__name__)
 
 TINY_LLAVA = "tiny-llava"
+TINY_MINIGPTV2 = "tiny-minigptv2"
 
 
 def resolve_model_path(cfg: Config, is_main: bool) -> str:
@@ -22,16 +23,19 @@ def resolve_model_path(cfg: Config, is_main: bool) -> str:
     from pfmvg_plugin.training import dist
 
     path = cfg.model.path
-    if path != TINY_LLAVA:
+    if path not in (TINY_LLAVA, TINY_MINIGPTV2):
         p = Path(expand_path(path))
         if not p.is_absolute() and cfg.config_dir and not p.exists() and (Path(cfg.config_dir) / p).exists():
             p = Path(cfg.config_dir) / p
         return str(p) if p.exists() else path  # else a hub id
     out = Path(expand_path(cfg.train.output_dir)) / "base_model"
     if is_main and not (out / "config.json").is_file():
-        from pfmvg_plugin.models.tiny_llava import build_tiny_llava
+        if path == TINY_MINIGPTV2:
+            from pfmvg_plugin.models.minigptv2.tiny import build_tiny_minigptv2 as build
+        else:
+            from pfmvg_plugin.models.tiny_llava import build_tiny_llava as build
 
-        build_tiny_llava(out, **cfg.model.tiny)
+        build(out, **cfg.model.tiny)
     dist.barrier()
     return str(out)
 
@@ -96,6 +100,11 @@ def build_peft_model(cfg: Config, backbone: Backbone, model_path: str, dtype: to
         model.enable_input_require_grads()
 
     lc = cfg.lora
+    frozen = tuple(backbone.frozen_modules())
+    if not lc.enabled:  # full fine-tuning: every weight trains but the frozen modules (unless unfrozen)
+        for name, p in model.named_parameters():
+            p.requires_grad_(not (cfg.model.freeze_vision_tower and any(f".{m}." in f".{name}." for m in frozen)))
+        return model, processor
     if lc.init_adapter:
         adapter = Path(expand_path(lc.init_adapter))
         if not (adapter / "adapter_config.json").is_file():
@@ -121,7 +130,6 @@ def build_peft_model(cfg: Config, backbone: Backbone, model_path: str, dtype: to
                 raise
             raise ConfigError("lora.target_modules", f"{lc.target_modules} matched no module of the language model "
                                                      f"(regex {config.target_modules!r}): {e}") from None
-    frozen = tuple(backbone.frozen_modules())
     for name, p in model.named_parameters():
         if p.requires_grad and any(f".{m}." in f".{name}." for m in frozen):
             p.requires_grad_(False)

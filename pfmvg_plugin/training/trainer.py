@@ -136,7 +136,15 @@ def _to_device(batch: dict, device) -> dict:
 
 def train(cfg: Config, *, resume: bool | None = None, local_rank: int | None = None) -> TrainResult:
     """Fine-tune as configured. ``resume``: True = continue from the newest checkpoint (fresh start if none), False =
-    ignore checkpoints, None = ``train.auto_resume``."""
+    ignore checkpoints, None = ``train.auto_resume``.
+
+    The launcher variables this call fills in (``RANK``, ``MASTER_PORT``, ...) are removed again when it returns, so
+    a subprocess started afterwards (an ``lmms-eval`` run, say) does not try to join this run's process group."""
+    with dist.launcher_environment():
+        return _train(cfg, resume=resume, local_rank=local_rank)
+
+
+def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> TrainResult:
     from tqdm.auto import tqdm
 
     from pfmvg_plugin.training.backbones import get_backbone
@@ -188,7 +196,7 @@ def train(cfg: Config, *, resume: bool | None = None, local_rank: int | None = N
     total_steps = t.max_steps or t.epochs * steps_per_epoch
     n_micro = steps_per_epoch * t.grad_accum
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     if use_ds:
@@ -294,7 +302,7 @@ def train(cfg: Config, *, resume: bool | None = None, local_rank: int | None = N
         if t.save_steps and last_saved != global_step and global_step > 0:
             save_checkpoint(engine, out, global_step, {**state, **layout}, backbone, meta, world.rank,
                             t.save_total_limit)
-        adapter_dir = out / "adapter"
+        adapter_dir = out / ("adapter" if cfg.lora.enabled else "model")  # full fine-tune: the whole model
         save_adapter(engine, adapter_dir, backbone, {**meta, "global_step": global_step}, is_main)
     finally:
         bar.close()
@@ -303,6 +311,6 @@ def train(cfg: Config, *, resume: bool | None = None, local_rank: int | None = N
                "resumed_from": str(ckpt) if ckpt else None}
     if is_main:
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _say(is_main, f"done: step {global_step}; adapter in {adapter_dir}")
+    _say(is_main, f"done: step {global_step}; {'adapter' if cfg.lora.enabled else 'model'} in {adapter_dir}")
     return TrainResult(output_dir=out, adapter_dir=adapter_dir, global_step=global_step, losses=losses,
                        resumed_from=str(ckpt) if ckpt else None, summary=summary, engine=engine)

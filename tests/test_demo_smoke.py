@@ -1,0 +1,82 @@
+"""`make demo` in its quick mode, end to end: synthcxr -> baselines -> stage-1 full fine-tune -> stage-2 LoRA (both
+through recipes/finetune_lora.py under DeepSpeed) -> two real `lmms-eval` CLI runs -> `pfmvg report`. Checks that
+every output exists and every number is well formed, not how good the numbers are (the quick run trains seconds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("deepspeed")
+pytest.importorskip("lmms_eval")
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("acc@0.1", "acc@0.3", "acc@0.5", "miou")
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 1
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PFMVG_NO_PROGRESS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "demo.py"), "--quick", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    return out, proc.stdout
+
+
+def test_help():
+    proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "demo.py"), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0
+    for flag in ("--out", "--quick", "--n", "--pretrain-steps", "--lora-steps", "--ranks"):
+        assert flag in proc.stdout
+
+
+def test_numbers_are_well_formed(demo):
+    out, stdout = demo
+    res = json.loads((out / "demo_results.json").read_text())
+    assert res["quick"] is True and res["n_test"] >= 1
+    assert set(res["baselines"]) == {"mean_box", "category_prior", "phrase_prior"}
+    for name, row in [*res["baselines"].items(), ("stage1", res["stage1_pretrained"]), ("stage2", res["stage2_lora"])]:
+        for metric in METRICS:
+            assert _fraction(row[metric]), (name, metric, row[metric])
+    for row in (res["stage1_pretrained"], res["stage2_lora"]):
+        assert _fraction(row["parse_failure_rate"]) and row["generation_error_rate"] == 0.0
+        assert row["prompt_convention"] == "minigptv2"
+    seconds = res["seconds"]
+    assert set(seconds) >= {"data", "baselines", "stage1", "stage2", "lmms_eval", "report", "total"}
+    assert all(_fraction(v / (seconds["total"] + 1e-9)) for k, v in seconds.items() if k != "total")
+    for label in ("phrase_prior", "stage 1: pretrained", "stage 2: + LoRA adapter"):  # the before/after table
+        assert label in stdout
+
+
+def test_outputs_exist(demo):
+    out, _ = demo
+    assert (out / "data" / "synthcxr" / "test.jsonl").is_file()
+    stage1, stage2 = out / "runs" / "stage1_pretrain", out / "runs" / "stage2_lora"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "pfmvg_training.json"):
+        assert (stage1 / "model" / name).is_file(), name  # a complete model: the base of stage 2 and of lmms-eval
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (stage2 / "adapter" / name).is_file(), name
+    for stage in (stage1, stage2):  # both stages ran DeepSpeed ZeRO-2
+        summary = json.loads((stage / "train_summary.json").read_text())
+        assert summary["engine"] == "deepspeed" and summary["zero_stage"] == 2 and summary["global_step"] >= 1
+    assert json.loads((stage1 / "train_summary.json").read_text())["box_codec"] == "minigptv2"
+    for run in ("stage1", "stage2_lora"):
+        assert list((out / "eval" / run).rglob("*_results.json")), run
+        assert list((out / "eval" / run).rglob("*_samples_synthcxr_grounding.jsonl")), run
+    report = out / "eval" / "stage2_lora" / "pfmvg_report"
+    assert (report / "index.html").is_file() and list(report.rglob("*.png"))
