@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from pfmvg_plugin import __version__
 from pfmvg_plugin.cli import agree as agree_cli
+from pfmvg_plugin.cli import convert as convert_cli
 from pfmvg_plugin.cli import data as data_cli
 from pfmvg_plugin.cli import judge as judge_cli
 from pfmvg_plugin.cli import report as report_cli
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.add_parser(commands)
     report_cli.add_parser(commands)
+    convert_cli.add_parser(commands)
     judge_cli.add_parser(commands)
     agree_cli.add_parser(commands)
     return parser

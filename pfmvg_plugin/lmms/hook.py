@@ -37,6 +37,7 @@ SUPPORTED_LMMS_EVAL = ((0, 7), (0, 8))
 #: Our lmms-eval models: ``--model`` id -> simple class path (imported by lmms-eval only when that model is used).
 MODEL_CLASSES = {
     "pfmvg_llava": "pfmvg_plugin.lmms.llava_model.PfmvgLlava",
+    "pfmvg_minigptv2": "pfmvg_plugin.lmms.minigptv2_model.PfmvgMiniGPTv2",
 }
 
 _PREFIX = "pfmvg_plugin"

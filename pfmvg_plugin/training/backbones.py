@@ -160,6 +160,10 @@ def _load_builtin() -> None:
         from pfmvg_plugin.training.llava import LlavaBackbone
 
         register_backbone("llava", LlavaBackbone)
+    if "minigptv2" not in _BACKBONES:
+        from pfmvg_plugin.training.minigptv2 import MiniGPTv2Backbone
+
+        register_backbone("minigptv2", MiniGPTv2Backbone)
 
 
 def language_model_regex(names: Sequence[str], scope: str = r"language_model") -> str:
