@@ -195,7 +195,7 @@ def test_guard_declines_an_untested_lmms_eval_version(unhooked, monkeypatch, cap
     assert hook.install_task_hook() is False
     assert getattr(unhooked.initialize_tasks, hook._MARK, None) is None
     manifests = hook.lmms_eval_manifests()  # the entry point still registers the models, never raises
-    assert [m.model_id for m in manifests] == ["pfmvg_llava"]
+    assert [m.model_id for m in manifests] == list(hook.MODEL_CLASSES)
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1, err  # one line, once
     assert "lmms-eval 0.9 is outside the tested range" in err[0]
@@ -232,7 +232,7 @@ def test_entry_point_never_raises(monkeypatch, capfd, fresh_messages):
         raise RuntimeError("simulated breakage")
 
     monkeypatch.setattr(hook, "install_task_hook", boom)
-    assert [m.model_id for m in hook.lmms_eval_manifests()] == ["pfmvg_llava"]
+    assert [m.model_id for m in hook.lmms_eval_manifests()] == list(hook.MODEL_CLASSES)
     monkeypatch.setattr(hook, "model_manifests", boom)
     assert hook.lmms_eval_manifests() == []
     err = capfd.readouterr().err
