@@ -174,3 +174,22 @@ def language_model_regex(names: Sequence[str], scope: str = r"language_model") -
     """
     alternatives = "|".join(re.escape(n) for n in names)
     return rf".*{scope}\..*\.({alternatives})"
+
+
+def right_padded_batch(examples: Sequence[dict], pad_id: int | None) -> dict:
+    """Stack :meth:`Backbone.build_example` outputs, right-padded (training needs no generation alignment)."""
+    import torch
+
+    pad_id = 0 if pad_id is None else pad_id
+    n = max(len(e["input_ids"]) for e in examples)
+    batch = len(examples)
+    input_ids = torch.full((batch, n), pad_id, dtype=torch.long)
+    attention = torch.zeros((batch, n), dtype=torch.long)
+    labels = torch.full((batch, n), IGNORE_INDEX, dtype=torch.long)
+    for i, e in enumerate(examples):
+        k = len(e["input_ids"])
+        input_ids[i, :k] = e["input_ids"]
+        attention[i, :k] = e["attention_mask"]
+        labels[i, :k] = e["labels"]
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
+            "pixel_values": torch.stack([e["pixel_values"] for e in examples])}

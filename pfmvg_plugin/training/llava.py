@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pfmvg_plugin.training.backbones import IGNORE_INDEX, Backbone, ImageTransform, language_model_regex
+from pfmvg_plugin.training.backbones import (
+    IGNORE_INDEX,
+    Backbone,
+    ImageTransform,
+    language_model_regex,
+    right_padded_batch,
+)
 
 #: LLaVA-1.5's conversation format, used when a processor ships no chat template.
 FALLBACK_TEMPLATE = "USER: {image}\n{instruction} ASSISTANT:"
@@ -164,19 +170,4 @@ class LlavaBackbone(Backbone):
                 "pixel_values": pixel_values}
 
     def collate(self, examples: Sequence[dict]) -> dict:
-        import torch
-
-        pad_id = self.processor.tokenizer.pad_token_id
-        pad_id = 0 if pad_id is None else pad_id
-        n = max(len(e["input_ids"]) for e in examples)
-        batch = len(examples)
-        input_ids = torch.full((batch, n), pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, n), dtype=torch.long)
-        labels = torch.full((batch, n), IGNORE_INDEX, dtype=torch.long)
-        for i, e in enumerate(examples):  # right padding: training needs no generation alignment
-            k = len(e["input_ids"])
-            input_ids[i, :k] = e["input_ids"]
-            attention[i, :k] = e["attention_mask"]
-            labels[i, :k] = e["labels"]
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
-                "pixel_values": torch.stack([e["pixel_values"] for e in examples])}
+        return right_padded_batch(examples, self.processor.tokenizer.pad_token_id)
