@@ -5,6 +5,7 @@ Missing data fails at task construction with the exact command to run, not a ``d
 loads a shipped one-row ``stub.jsonl`` (always resolvable), :func:`process_docs` replaces it with our docs or, when
 that fails, with one error row (it runs inside lmms-eval's 5x-retried ``download`` and must not raise), and
 :func:`doc_to_text` raises the message on that row (lmms-eval calls it once at task construction, outside the retry).
+That contract, shared with the VQA and report tasks, lives in :mod:`pfmvg_plugin.lmms.task_data`.
 ``synthcxr`` needs no preparation: when missing it is generated once with the library defaults.
 
 Prompts and box formats follow the model (``lmms_eval_specific_kwargs`` -> :mod:`pfmvg_plugin.lmms.state`).
@@ -27,7 +28,6 @@ non-floats verbatim and sizes its table column to the widest cell, so every aggr
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import sys
@@ -35,12 +35,15 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from pfmvg_plugin.data.images import load_image
-from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset, data_root
-from pfmvg_plugin.lmms import state
+from pfmvg_plugin.data.store import data_root
+from pfmvg_plugin.lmms import state, task_data
 from pfmvg_plugin.lmms.answers import is_error_answer
+from pfmvg_plugin.lmms.task_data import ERROR_DOC_ID, DataNotPreparedError, check_doc, one_label
 from pfmvg_plugin.metrics import GENERATION_ERROR, SampleScore, aggregate, score_sample, score_text
 from pfmvg_plugin.prompts import build_prompt
+
+#: Re-exported from :mod:`.task_data` (tests and ``tasks/grounding/utils.py`` reach them through this module).
+__all__ = ["ERROR_DOC_ID", "DataNotPreparedError", "one_label"]
 
 #: Status of a doc that could not be scored at all (bad ground truth): IoU 0, counted as a parse failure.
 SCORING_ERROR = "scoring_error"
@@ -48,8 +51,6 @@ SCORING_ERROR = "scoring_error"
 MULTIBOX_MODE = "max"
 #: The raw answer is kept in the per-sample record up to this many characters.
 ANSWER_CHARS = 500
-#: Id of the error row :func:`process_docs` returns when the data cannot be loaded.
-ERROR_DOC_ID = "__pfmvg_data_error__"
 #: Key of the full per-sample record in ``process_results`` (and so in the samples log).
 SAMPLE_KEY = "grounding_sample"
 #: Keyword arguments for :func:`pfmvg_plugin.data.synth.generate_synthcxr` when synthcxr is generated on demand
@@ -103,17 +104,6 @@ def metric_names(source: str) -> list[str]:
 
 
 # ---- docs -----------------------------------------------------------------------------------------------------------
-class DataNotPreparedError(FileNotFoundError):
-    """A task's dataset is not where the task looks for it; the message names the command that creates it."""
-
-
-def missing_data_message(dataset: str, split: str, where: Path, detail: str = "") -> str:
-    command = PREPARE_COMMANDS.get(dataset, f"pfmvg data prepare {dataset} ...")
-    detail = f" ({detail})" if detail else ""
-    return (f"{dataset}: no prepared {split!r} split at {where}{detail}. Run `{command}` "
-            f"(or set {DATA_ROOT_ENV} to the folder that holds the prepared '{dataset}' directory)")
-
-
 @contextlib.contextmanager
 def _exclusive(lock_path: Path):
     """An exclusive inter-process lock where ``fcntl`` exists (POSIX); a no-op elsewhere."""
@@ -180,54 +170,28 @@ def _doc(record: Mapping, dataset_dir: str) -> dict:
     }
 
 
+#: Datasets a task generates on first use instead of asking for ``pfmvg data prepare``.
+GENERATED: dict[str, Callable[[Path], Path]] = {"synthcxr": ensure_synthcxr}
+
+
 def load_docs(dataset: str, split: str) -> list[dict]:
-    """The grounding docs of a prepared dataset's split; raises :class:`DataNotPreparedError` with the fix."""
-    path = data_root() / dataset
-    if dataset == "synthcxr":
-        ensure_synthcxr(path)
-    if not (path / "dataset.json").is_file():
-        raise DataNotPreparedError(missing_data_message(dataset, split, path))
-    prepared = PreparedDataset(path)
-    if not prepared.split_path(split).is_file():
-        have = ", ".join(sorted(prepared.meta.get("splits", {}))) or "none"
-        raise DataNotPreparedError(missing_data_message(dataset, split, path, f"it has the splits: {have}"))
-    dataset_dir = str(path.resolve())
-    docs = [_doc(r, dataset_dir) for r in prepared.records(split) if r.get("task") == "grounding"]
-    if not docs:
-        raise DataNotPreparedError(missing_data_message(dataset, split, path, "the split has no grounding records"))
-    return docs
+    """The grounding docs of a prepared dataset's split; raises :class:`DataNotPreparedError` with the fix.
+
+    ``synthcxr`` (synthetic, offline) is generated on first use.
+    """
+    command = PREPARE_COMMANDS.get(dataset, f"pfmvg data prepare {dataset} ...")
+    return task_data.load_docs(dataset, split, "grounding", _doc, command, generate=GENERATED.get(dataset))
 
 
 def process_docs(dataset, name: str, split: str):
-    """lmms-eval ``process_docs``: the shipped stub replaced by our docs, or by one row carrying the error.
-
-    Never raises (lmms-eval retries ``download`` five times on any exception and then loses the message).
-    """
-    import datasets
-
-    try:
-        return datasets.Dataset.from_list(load_docs(name, split))
-    except DataNotPreparedError as exc:
-        message = str(exc)
-    except Exception as exc:
-        message = f"{name}: could not load the {split!r} split from {data_root() / name}: {type(exc).__name__}: {exc}"
-    return datasets.Dataset.from_list([{"id": ERROR_DOC_ID, "error": message}])
-
-
-def _check_doc(doc: Mapping) -> None:
-    if doc.get("id") == ERROR_DOC_ID:
-        raise DataNotPreparedError(doc.get("error") or "pfmvg task data could not be loaded")
-
-
-@functools.lru_cache(maxsize=16)
-def _prepared(dataset_dir: str) -> PreparedDataset:
-    return PreparedDataset(dataset_dir)
+    """lmms-eval ``process_docs`` (the shipped stub replaced by our docs, or by one error row). Never raises."""
+    return task_data.process_docs(name, split, lambda: load_docs(name, split))
 
 
 # ---- prompts and visuals ----------------------------------------------------------------------------------------
 def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) -> str:
     """The refer prompt in the convention the task kwargs select for the model; records that convention."""
-    _check_doc(doc)
+    check_doc(doc)
     convention = state.resolve_convention(lmms_eval_specific_kwargs)
     state.note_prompt_convention(convention)
     return build_prompt("refer", convention, phrase=doc["phrase"])
@@ -235,13 +199,13 @@ def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) 
 
 def doc_to_visual(doc: Mapping) -> list:
     """The doc's image as an RGB Pillow image (path joined safely under the dataset's image root)."""
-    _check_doc(doc)
-    return [load_image(_prepared(doc["dataset_dir"]).image_path(doc))]
+    check_doc(doc)
+    return [task_data.doc_image(doc)]
 
 
 def doc_to_target(doc: Mapping) -> str:
     """The ground-truth boxes written in the prompts' box format (the ``target`` of the samples log)."""
-    _check_doc(doc)
+    check_doc(doc)
     try:
         codec = state.answer_codec()
         return codec.encode([tuple(b) for b in doc["boxes"]], (int(doc["width"]), int(doc["height"])))
@@ -253,13 +217,6 @@ def doc_to_target(doc: Mapping) -> str:
 def _compact(score: SampleScore) -> dict:
     """What the aggregations need of one score (enough for :meth:`SampleScore.from_dict`)."""
     return {"iou": score.iou, "dice": score.dice, "parsed": score.parsed, "status": score.status, "mode": score.mode}
-
-
-def _answer_text(results: Sequence) -> object:
-    answer = results[0] if isinstance(results, (list, tuple)) and results else results
-    if isinstance(answer, (list, tuple)) and answer:  # some models return one list per request
-        answer = answer[0]
-    return answer
 
 
 def _box_list(boxes: Iterable) -> list[list[float]]:
@@ -319,7 +276,7 @@ def process_results(doc: Mapping, results: Sequence) -> dict:
     """
     convention = state.prompt_convention()
     try:
-        score, record = score_answer(doc, _answer_text(results), convention)
+        score, record = score_answer(doc, task_data.answer_text(results), convention)
     except Exception as exc:  # pragma: no cover - score_answer already catches; keep the run alive regardless
         score = SampleScore(0.0, 0.0, False, SCORING_ERROR, None, MULTIBOX_MODE)
         record = {"id": doc.get("id"), "iou": 0.0, "gt_boxes": doc.get("boxes"), "status": SCORING_ERROR,
@@ -346,17 +303,11 @@ def _aggregate(items: Iterable) -> dict | None:
 
 
 def _guarded(name: str, compute: Callable[[dict], float | None]) -> Callable[[list], float | None]:
-    def aggregation(items: list) -> float | None:
-        try:
-            summary = _aggregate(items)
-            return None if summary is None else compute(summary)
-        except Exception as exc:  # an exception here would discard the whole evaluation after generation
-            print(f"pfmvg_plugin: could not aggregate {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return None
+    def of_summary(items: list) -> float | None:
+        summary = _aggregate(items)
+        return None if summary is None else compute(summary)
 
-    aggregation.__name__ = aggregation.__qualname__ = f"pfmvg_{name}"
-    aggregation.__doc__ = f"lmms-eval aggregation: {name} of the compact scores (None values skipped)."
-    return aggregation
+    return task_data.guarded_aggregation(name, of_summary, f"{name} of the compact scores (None values skipped).")
 
 
 acc_at_0_1 = _guarded("acc@0.1", lambda s: s["acc@0.1"])
@@ -366,12 +317,6 @@ miou = _guarded("miou", lambda s: s["miou"])
 mdice = _guarded("mdice", lambda s: s["mdice"])
 parse_failure_rate = _guarded("parse_failure_rate", lambda s: s["parse_failure_rate"])
 generation_error_rate = _guarded("generation_error_rate", lambda s: s["generation_error_rate"])
-
-
-def one_label(items: list) -> str | None:
-    """lmms-eval aggregation for string rows (mode, convention): the value, or the distinct values joined by '+'."""
-    values = sorted({str(v) for v in items if v is not None})
-    return "+".join(values) if values else None
 
 
 #: Aggregation function per metric (the YAMLs reference these through ``utils.py``).

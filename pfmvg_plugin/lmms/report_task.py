@@ -38,7 +38,7 @@ from pathlib import Path
 
 from pfmvg_plugin.lmms import state, task_data
 from pfmvg_plugin.lmms.answers import is_error_answer
-from pfmvg_plugin.lmms.task_data import DataNotPreparedError, check_doc
+from pfmvg_plugin.lmms.task_data import DataNotPreparedError, check_doc, mapping_items, one_label
 from pfmvg_plugin.metrics.text import score_reports, sentence_rouge_l, tokenize
 from pfmvg_plugin.prompts import build_prompt
 
@@ -223,7 +223,7 @@ def corpus_scores(items: list) -> dict | None:
     Every corpus metric of one task aggregates the same pairs, so the last result is cached by their content.
     All pairs must share one ``max_words``.
     """
-    pairs = [item for item in items if isinstance(item, Mapping)]
+    pairs = mapping_items(items)
     if not pairs:
         return None
     cuts = {p.get("max_words") for p in pairs}
@@ -238,16 +238,7 @@ def corpus_scores(items: list) -> dict | None:
 
 
 def _guarded(name: str, compute: Callable[[list], float | None]) -> Callable[[list], float | None]:
-    def aggregation(items: list) -> float | None:
-        try:
-            return compute(items)
-        except Exception as exc:  # an exception here would discard the whole evaluation after generation
-            print(f"pfmvg_plugin: could not aggregate {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return None
-
-    aggregation.__name__ = aggregation.__qualname__ = f"pfmvg_{name}"
-    aggregation.__doc__ = f"lmms-eval aggregation: corpus {name} of the (prediction, reference) pairs."
-    return aggregation
+    return task_data.guarded_aggregation(name, compute, f"corpus {name} of the (prediction, reference) pairs.")
 
 
 def _corpus(key: str) -> Callable[[list], float | None]:
@@ -259,7 +250,7 @@ def _corpus(key: str) -> Callable[[list], float | None]:
 
 
 def _error_rate(items: list) -> float | None:
-    pairs = [item for item in items if isinstance(item, Mapping)]
+    pairs = mapping_items(items)
     return sum(p.get("status") == GENERATION_ERROR for p in pairs) / len(pairs) if pairs else None
 
 
@@ -271,12 +262,6 @@ rouge_l = _guarded("rouge_l", _corpus("rouge_l"))
 meteor_simple = _guarded("meteor_simple", _corpus("meteor"))
 cider_d = _guarded("cider_d", _corpus("cider"))
 generation_error_rate = _guarded("generation_error_rate", _error_rate)
-
-
-def one_label(items: list) -> str | None:
-    """lmms-eval aggregation for string rows (max_words, convention): the value, or the values joined by '+'."""
-    values = sorted({str(v) for v in items if v is not None})
-    return "+".join(values) if values else None
 
 
 #: Aggregation function per metric (the YAMLs reference these through ``utils.py``).

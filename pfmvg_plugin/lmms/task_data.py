@@ -1,20 +1,22 @@
-"""Docs of the Med-VQA and report-generation lmms-eval tasks, shared by :mod:`.vqa_task` and :mod:`.report_task`.
+"""What our lmms-eval tasks share: docs from a prepared dataset, the error-row contract, aggregation plumbing.
 
-Same contract as the grounding tasks (:mod:`pfmvg_plugin.lmms.grounding_task`): the YAML loads a shipped one-row
-``stub.jsonl``; ``process_docs`` replaces it with the docs of a prepared dataset under ``$PFMVG_DATA_ROOT/<dataset>``
-or, when that fails, with one error row (it runs inside lmms-eval's 5x-retried ``download`` and must not raise);
-``doc_to_text`` / ``doc_to_visual`` raise the message on that row, so a missing dataset stops the run at once with
-the exact ``pfmvg data prepare ...`` command. The error class and the error-row id are the grounding tasks' own.
+Used by :mod:`.grounding_task`, :mod:`.vqa_task` and :mod:`.report_task`, and the single owner of the error-row
+contract: the YAML loads a shipped one-row ``stub.jsonl``; :func:`process_docs` replaces it with the docs of a
+prepared dataset under ``$PFMVG_DATA_ROOT/<dataset>`` or, when that fails, with one error row (id
+:data:`ERROR_DOC_ID`; it runs inside lmms-eval's 5x-retried ``download`` and must not raise); ``doc_to_text`` /
+``doc_to_visual`` / ``doc_to_target`` call :func:`check_doc`, which raises :class:`DataNotPreparedError` with the
+message on that row, so a missing dataset stops the run at once with the exact ``pfmvg data prepare ...`` command.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from pfmvg_plugin.data.images import load_image
 from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset, data_root
-from pfmvg_plugin.lmms.grounding_task import ERROR_DOC_ID, DataNotPreparedError
 
 __all__ = [
     "ERROR_DOC_ID",
@@ -23,14 +25,27 @@ __all__ = [
     "as_text",
     "check_doc",
     "doc_image",
+    "guarded_aggregation",
     "load_docs",
+    "mapping_items",
     "missing_data_message",
+    "one_label",
     "process_docs",
 ]
 
+#: Id of the error row :func:`process_docs` returns when the data cannot be loaded.
+ERROR_DOC_ID = "__pfmvg_data_error__"
+
+T = TypeVar("T")
+
+
+# ---- docs -----------------------------------------------------------------------------------------------------------
+class DataNotPreparedError(FileNotFoundError):
+    """A task's dataset is not where the task looks for it; the message names the command that creates it."""
+
 
 def missing_data_message(dataset: str, split: str, where, command: str, detail: str = "") -> str:
-    """The grounding tasks' wording: what is missing, where, and the command that creates it."""
+    """What is missing, where, and the command that creates it."""
     detail = f" ({detail})" if detail else ""
     return (f"{dataset}: no prepared {split!r} split at {where}{detail}. Run `{command}` "
             f"(or set {DATA_ROOT_ENV} to the folder that holds the prepared '{dataset}' directory)")
@@ -92,6 +107,7 @@ def doc_image(doc: Mapping, image: str | None = None):
     return load_image(_prepared(doc["dataset_dir"]).image_path({"image": image or doc["image"]}))
 
 
+# ---- answers --------------------------------------------------------------------------------------------------------
 def answer_text(results: Sequence | object) -> object:
     """The model's answer from lmms-eval's ``results`` argument (one answer per request, maybe nested once)."""
     answer = results[0] if isinstance(results, (list, tuple)) and results else results
@@ -107,3 +123,33 @@ def as_text(answer: object) -> str:
     if answer is None or (isinstance(answer, (list, tuple)) and not answer):
         return ""
     return str(answer)
+
+
+# ---- aggregation ----------------------------------------------------------------------------------------------------
+def mapping_items(items: Iterable) -> list[Mapping]:
+    """The per-doc values of an aggregated key that are mappings (the compact scores), in order."""
+    return [item for item in items if isinstance(item, Mapping)]
+
+
+def guarded_aggregation(name: str, compute: Callable[[list], T], about: str) -> Callable[[list], T | None]:
+    """The lmms-eval aggregation ``pfmvg_<name>``: ``compute(items)``, or None (reported on stderr) if it raises.
+
+    ``about`` completes its docstring ("lmms-eval aggregation: <about>").
+    """
+    def aggregation(items: list) -> T | None:
+        try:
+            return compute(items)
+        except Exception as exc:  # an exception here would discard the whole evaluation after generation
+            print(f"pfmvg_plugin: could not aggregate {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return None
+
+    aggregation.__name__ = aggregation.__qualname__ = f"pfmvg_{name}"
+    aggregation.__doc__ = f"lmms-eval aggregation: {about}"
+    return aggregation
+
+
+def one_label(items: list) -> str | None:
+    """lmms-eval aggregation for string rows (mode, convention, max_words): the value, or the distinct values joined
+    by '+'."""
+    values = sorted({str(v) for v in items if v is not None})
+    return "+".join(values) if values else None

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pfmvg_plugin.lmms import state, task_data
 from pfmvg_plugin.lmms.answers import is_error_answer
-from pfmvg_plugin.lmms.task_data import DataNotPreparedError, check_doc
+from pfmvg_plugin.lmms.task_data import DataNotPreparedError, check_doc, mapping_items, one_label
 from pfmvg_plugin.metrics.vqa import CLOSED, OPEN, closed_correct, normalize_answer, open_exact, token_recall
 from pfmvg_plugin.prompts import build_prompt
 
@@ -195,25 +195,13 @@ def process_results(doc: Mapping, results: Sequence) -> dict:
 
 
 # ---- aggregation --------------------------------------------------------------------------------------------------
-def _items(items: list) -> list[dict]:
-    return [item for item in items if isinstance(item, Mapping)]
-
-
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
 def _guarded(name: str, compute: Callable[[list[dict]], float | int | None]) -> Callable[[list], float | int | None]:
-    def aggregation(items: list) -> float | int | None:
-        try:
-            return compute(_items(items))
-        except Exception as exc:  # an exception here would discard the whole evaluation after generation
-            print(f"pfmvg_plugin: could not aggregate {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return None
-
-    aggregation.__name__ = aggregation.__qualname__ = f"pfmvg_{name}"
-    aggregation.__doc__ = f"lmms-eval aggregation: {name} of the compact VQA scores (None when there are none)."
-    return aggregation
+    return task_data.guarded_aggregation(name, lambda items: compute(mapping_items(items)),
+                                         f"{name} of the compact VQA scores (None when there are none).")
 
 
 def _of_type(items: list[dict], answer_type: str) -> list[dict]:
@@ -230,12 +218,6 @@ generation_error_rate = _guarded("generation_error_rate",
                                  lambda items: _mean([float(s.get("status") == GENERATION_ERROR) for s in items]))
 n_closed = _guarded("n_closed", lambda items: len(_of_type(items, CLOSED)))
 n_open = _guarded("n_open", lambda items: len(_of_type(items, OPEN)))
-
-
-def one_label(items: list) -> str | None:
-    """lmms-eval aggregation for string rows (the prompt convention): the value, or the values joined by '+'."""
-    values = sorted({str(v) for v in items if v is not None})
-    return "+".join(values) if values else None
 
 
 #: Aggregation function per metric (the YAMLs reference these through ``utils.py``).
