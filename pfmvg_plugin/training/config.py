@@ -134,6 +134,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    #: Floor of the ``cosine`` / ``linear`` decay (MiniGPT-v2 / PeFoMed's ``min_lr``): the rate goes from ``lr`` to
+    #: ``min_lr`` at the last step; with ``lr_multipliers`` a group floors at ``min_lr * factor``. ``constant``
+    #: ignores it.
+    min_lr: float = 0.0
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
     max_grad_norm: float | None = 1.0
@@ -339,6 +343,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("train.max_steps", f"must be >= 1, got {t.max_steps}")
     if not t.lr > 0:
         raise ConfigError("train.lr", f"must be > 0, got {t.lr}")
+    if not 0.0 <= t.min_lr <= t.lr:
+        raise ConfigError("train.min_lr", f"must be in [0, train.lr={t.lr}], got {t.min_lr}")
     for name, factor in t.lr_multipliers.items():
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
             raise ConfigError(f"train.lr_multipliers.{name}", f"must be a number > 0, got {factor!r}")

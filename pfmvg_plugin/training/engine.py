@@ -53,10 +53,13 @@ def build_optimizer(params, cfg: Config) -> torch.optim.Optimizer:
 
 
 def build_scheduler(optimizer, cfg: Config, total_steps: int):
+    """A ``LambdaLR`` factor on each group's own lr: linear warm-up, then ``cosine`` / ``linear`` from 1 down to
+    ``min_lr / lr`` at ``total_steps`` (so a multiplied group floors at ``min_lr * factor``), or ``constant``."""
     import math
 
     t = cfg.train
     warmup = t.warmup_steps or int(round(t.warmup_ratio * total_steps))
+    floor = t.min_lr / t.lr
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -66,8 +69,8 @@ def build_scheduler(optimizer, cfg: Config, total_steps: int):
         progress = (step - warmup) / max(1, total_steps - warmup)
         progress = min(max(progress, 0.0), 1.0)
         if t.lr_scheduler == "linear":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return floor + (1.0 - floor) * (1.0 - progress)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -139,7 +142,8 @@ def resolve_ds_config(spec: str | dict, cfg: Config, world_size: int, precision:
         if offload:  # a torch AdamW on the CPU-side fp32 master weights (DeepSpeedCPUAdam would need a JIT build)
             ds["zero_force_ds_cpu_optimizer"] = False
     if "scheduler" in ds:
-        raise ConfigError("deepspeed.scheduler", "remove it: the schedule comes from train.lr_scheduler/warmup_*")
+        raise ConfigError("deepspeed.scheduler",
+                          "remove it: the schedule comes from train.lr_scheduler/warmup_*/min_lr")
     ds.setdefault("steps_per_print", 10**9)
     ds.setdefault("wall_clock_breakdown", False)
     auto = _has_auto(ds)
