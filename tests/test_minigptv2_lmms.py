@@ -98,23 +98,41 @@ def test_batched_answers_equal_single_generate_in_request_order(converted, docs)
 
 
 def test_generation_error_is_a_counted_marker(converted, docs):
+    from loguru import logger
+
     def flaky(doc):
         if doc["phrase"] == "edema":
             raise OSError("unreadable image")
         return [doc["image"]]
 
-    model = make(docs, pretrained=str(converted.model_dir), batch_size=2)
-    answers = model.generate_until(requests(docs, flaky))
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level="DEBUG")
+    try:
+        model = make(docs, pretrained=str(converted.model_dir), batch_size=2)
+        answers = model.generate_until(requests(docs, flaky))
+    finally:
+        logger.remove(sink)
     bad = [i for i, a in enumerate(answers) if a.startswith(GENERATION_ERROR_MARKER)]
     assert bad == [3] and "OSError" in answers[3] and model.generation_errors == 1
+    # the shared PfmvgLlava code (load, failure, summary) speaks under this model's own name
+    ours = [m for m in messages if m.startswith("pfmvg_")]
+    assert len(ours) >= 3 and all(m.startswith("pfmvg_minigptv2: ") for m in ours), ours
+    assert any("generation failed" in m for m in ours) and any("generation errors" in m for m in ours)
     with pytest.raises(TypeError, match="pfmvg_minigptv2: unknown model_args"):
         make(docs, pretrained=str(converted.model_dir), trust_remote_code=True)
+    with pytest.raises(ValueError, match="^pfmvg_minigptv2: batch_size must be at least 1"):
+        make(docs, pretrained=str(converted.model_dir), batch_size=0)
 
 
 def test_registered_with_lmms_eval():
+    import importlib
+
     from pfmvg_plugin.lmms.hook import MODEL_CLASSES
 
     assert MODEL_CLASSES["pfmvg_minigptv2"] == "pfmvg_plugin.lmms.minigptv2_model.PfmvgMiniGPTv2"
+    for name, path in MODEL_CLASSES.items():  # each class logs and errs under the name it is registered as
+        module, _, cls = path.rpartition(".")
+        assert getattr(importlib.import_module(module), cls).model_id == name
     from lmms_eval.models import MODEL_REGISTRY_V2
 
     assert MODEL_REGISTRY_V2.get_manifest("pfmvg_minigptv2").simple_class_path == MODEL_CLASSES["pfmvg_minigptv2"]

@@ -63,27 +63,28 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 
 
-def _as_bool(value: Any, name: str) -> bool:
+def _as_bool(value: Any, name: str, model_id: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
         return value.strip().lower() in ("1", "true", "yes", "on")
-    raise ValueError(f"pfmvg_llava: {name}={value!r} is not a boolean (use true/false)")
+    raise ValueError(f"{model_id}: {name}={value!r} is not a boolean (use true/false)")
 
 
-def _as_int(value: Any, name: str) -> int:
+def _as_int(value: Any, name: str, model_id: str) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise ValueError(f"pfmvg_llava: {name}={value!r} is not an integer") from None
+        raise ValueError(f"{model_id}: {name}={value!r} is not an integer") from None
     if number < 1:
-        raise ValueError(f"pfmvg_llava: {name} must be at least 1, got {number}")
+        raise ValueError(f"{model_id}: {name} must be at least 1, got {number}")
     return number
 
 
-def check_safetensors(path: str | Path, what: str, weight_names: Sequence[str] = ()) -> None:
+def check_safetensors(path: str | Path, what: str, weight_names: Sequence[str] = (),
+                      model_id: str = "pfmvg_llava") -> None:
     """Refuse a local checkpoint directory whose weights exist only as pickle files.
 
     ``torch.load`` of a pickle can execute code; safetensors cannot. Remote ids are left to ``transformers`` (which is
@@ -100,13 +101,13 @@ def check_safetensors(path: str | Path, what: str, weight_names: Sequence[str] =
     pickles = sorted(f for f in files if f.endswith(_PICKLE_SUFFIXES))
     if pickles:
         raise ValueError(
-            f"pfmvg_llava: the {what} at {directory} has only pickle weights ({', '.join(pickles)}), which can run "
+            f"{model_id}: the {what} at {directory} has only pickle weights ({', '.join(pickles)}), which can run "
             "arbitrary code when loaded. Convert them to safetensors (e.g. `model.save_pretrained(dir, "
             "safe_serialization=True)`), or pass use_safetensors=false in --model_args if you trust the files."
         )
 
 
-def read_training_meta(adapter: str | os.PathLike | None) -> dict:
+def read_training_meta(adapter: str | os.PathLike | None, model_id: str = "pfmvg_llava") -> dict:
     """``pfmvg_training.json`` of an adapter written by our training recipe (convention, box codec, image resize)."""
     path = Path(adapter) / TRAINING_META if adapter else None
     if path is None or not path.is_file():
@@ -114,12 +115,12 @@ def read_training_meta(adapter: str | os.PathLike | None) -> dict:
     try:
         meta = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        logger.warning(f"pfmvg_llava: ignoring unreadable {path}: {exc}")
+        logger.warning(f"{model_id}: ignoring unreadable {path}: {exc}")
         return {}
     return meta if isinstance(meta, dict) else {}
 
 
-def _to_images(visuals: Any) -> list:
+def _to_images(visuals: Any, model_id: str) -> list:
     """Flatten what ``doc_to_visual`` returned into a list of PIL images (``None`` and ``[]`` mean no image)."""
     from PIL import Image
 
@@ -142,7 +143,7 @@ def _to_images(visuals: Any) -> list:
                 add(v.get("path"))
         elif isinstance(v, (str, os.PathLike)):
             if str(v).lower().endswith(_VIDEO_SUFFIXES):
-                raise ValueError(f"video input is not supported by pfmvg_llava: {v}")
+                raise ValueError(f"video input is not supported by {model_id}: {v}")
             out.append(Image.open(v))
         elif hasattr(v, "__array__"):
             import numpy as np
@@ -177,6 +178,9 @@ class PfmvgLlava(lmms):
     """
 
     is_simple = True
+    #: The ``--model`` name this class is registered under (:data:`pfmvg_plugin.lmms.hook.MODEL_CLASSES`); every
+    #: message, error and progress bar of the shared code starts with it.
+    model_id: str = "pfmvg_llava"
 
     def __init__(
         self,
@@ -198,19 +202,19 @@ class PfmvgLlava(lmms):
         super().__init__()
         if kwargs:
             raise TypeError(
-                f"pfmvg_llava: unknown model_args {sorted(kwargs)}; accepted: pretrained, adapter, merge_adapter, "
+                f"{self.model_id}: unknown model_args {sorted(kwargs)}; accepted: pretrained, adapter, merge_adapter, "
                 "box_format (or convention), dtype, device, attn_implementation, batch_size, max_new_tokens, "
                 "trust_remote_code, use_safetensors"
             )
         if not pretrained:
-            raise ValueError("pfmvg_llava: pretrained=DIR is required")
+            raise ValueError(f"{self.model_id}: pretrained=DIR is required")
         if box_format and convention and box_format != convention:
-            raise ValueError(f"pfmvg_llava: box_format={box_format!r} and convention={convention!r} disagree")
-        trained = read_training_meta(adapter)
+            raise ValueError(f"{self.model_id}: box_format={box_format!r} and convention={convention!r} disagree")
+        trained = read_training_meta(adapter, self.model_id)
         self.convention = str(box_format or convention or trained.get("convention") or state.DEFAULT_CONVENTION)
         if self.convention not in CONVENTIONS:
             raise ValueError(
-                f"pfmvg_llava: unknown box_format {self.convention!r}; choose one of {', '.join(CONVENTIONS)}"
+                f"{self.model_id}: unknown box_format {self.convention!r}; choose one of {', '.join(CONVENTIONS)}"
             )
         # An adapter trained by our recipe says how its images were resized and which codec its answers use.
         self.image_resize = str(trained.get("image_resize") or "squash")
@@ -219,11 +223,11 @@ class PfmvgLlava(lmms):
 
         self.pretrained = str(pretrained)
         self.adapter = str(adapter) if adapter else None
-        self.merge_adapter = _as_bool(merge_adapter, "merge_adapter")
-        self.batch_size_per_gpu = _as_int(batch_size, "batch_size")
-        self.max_new_tokens = _as_int(max_new_tokens, "max_new_tokens")
-        self.trust_remote_code = _as_bool(trust_remote_code, "trust_remote_code")
-        self.use_safetensors = _as_bool(use_safetensors, "use_safetensors")
+        self.merge_adapter = _as_bool(merge_adapter, "merge_adapter", self.model_id)
+        self.batch_size_per_gpu = _as_int(batch_size, "batch_size", self.model_id)
+        self.max_new_tokens = _as_int(max_new_tokens, "max_new_tokens", self.model_id)
+        self.trust_remote_code = _as_bool(trust_remote_code, "trust_remote_code", self.model_id)
+        self.use_safetensors = _as_bool(use_safetensors, "use_safetensors", self.model_id)
         self.generation_errors = 0
         self._setup_parallel(str(device))
         self._load(str(dtype), attn_implementation)
@@ -233,7 +237,7 @@ class PfmvgLlava(lmms):
         """Rank, world size, device and accelerator; several processes come from ``accelerate launch``/``torchrun``."""
         want_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         if want_cuda and not torch.cuda.is_available():
-            raise ValueError(f"pfmvg_llava: device={device!r} but no CUDA device is available")
+            raise ValueError(f"{self.model_id}: device={device!r} but no CUDA device is available")
         accelerator = None
         try:
             from accelerate import Accelerator
@@ -248,9 +252,9 @@ class PfmvgLlava(lmms):
         launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if launched > 1 and num_processes != launched:
             raise RuntimeError(
-                f"pfmvg_llava: launched as {launched} processes (WORLD_SIZE) but accelerate sees {num_processes}. "
+                f"{self.model_id}: launched as {launched} processes (WORLD_SIZE) but accelerate sees {num_processes}. "
                 "On CPU-only machines set ACCELERATE_USE_CPU=1 before launching, e.g. `ACCELERATE_USE_CPU=1 "
-                "accelerate launch --multi_gpu --num_processes 2 -m lmms_eval --model pfmvg_llava ...`, so that "
+                f"accelerate launch --multi_gpu --num_processes 2 -m lmms_eval --model {self.model_id} ...`, so that "
                 "lmms-eval's own Accelerator joins the gloo process group."
             )
         if num_processes > 1:
@@ -263,7 +267,7 @@ class PfmvgLlava(lmms):
         if accelerator is not None:
             self.accelerator = accelerator
         if num_processes > 1 and self._rank == 0:
-            logger.info(f"pfmvg_llava: data parallel over {num_processes} processes")
+            logger.info(f"{self.model_id}: data parallel over {num_processes} processes")
 
     def _load(self, dtype: str, attn_implementation: str | None) -> None:
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
@@ -273,11 +277,11 @@ class PfmvgLlava(lmms):
         elif dtype in _DTYPES:
             torch_dtype = _DTYPES[dtype]
         else:
-            raise ValueError(f"pfmvg_llava: dtype={dtype!r}; choose auto, float32, bfloat16 or float16")
+            raise ValueError(f"{self.model_id}: dtype={dtype!r}; choose auto, float32, bfloat16 or float16")
         if self.use_safetensors:
-            check_safetensors(self.pretrained, "checkpoint", ("model", "pytorch_model"))
+            check_safetensors(self.pretrained, "checkpoint", ("model", "pytorch_model"), self.model_id)
             if self.adapter:
-                check_safetensors(self.adapter, "adapter", ("adapter_model",))
+                check_safetensors(self.adapter, "adapter", ("adapter_model",), self.model_id)
         extra: dict[str, Any] = {"trust_remote_code": True} if self.trust_remote_code else {}
         load_kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": self.use_safetensors, **extra}
         if attn_implementation:
@@ -292,7 +296,7 @@ class PfmvgLlava(lmms):
             model_class = _llava_classes().get(model_type)
             if model_class is None:
                 raise ValueError(
-                    f"pfmvg_llava: cannot load {self.pretrained} (model_type {model_type!r}): {auto_error}"
+                    f"{self.model_id}: cannot load {self.pretrained} (model_type {model_type!r}): {auto_error}"
                 ) from auto_error
             model = model_class.from_pretrained(self.pretrained, **load_kwargs)
 
@@ -314,7 +318,7 @@ class PfmvgLlava(lmms):
         image_token = getattr(self.processor, "image_token", None)
         self.image_token = image_token if isinstance(image_token, str) else IMAGE_TOKEN
         logger.info(
-            f"pfmvg_llava: {self.pretrained}" + (f" + adapter {self.adapter}" if self.adapter else "")
+            f"{self.model_id}: {self.pretrained}" + (f" + adapter {self.adapter}" if self.adapter else "")
             + (" (merged)" if self.adapter and self.merge_adapter else "")
             + f" on {self._device}, dtype {self.model.dtype}, batch {self.batch_size_per_gpu}, "
             f"box_format {self.convention}"
@@ -374,7 +378,7 @@ class PfmvgLlava(lmms):
     def _prepare(self, request) -> tuple[str, list, dict]:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
         visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else None
-        images = _to_images(visuals)
+        images = _to_images(visuals, self.model_id)
         if self.image_resize == "pad":
             images = [pad_to_square(image.convert("RGB")) for image in images]
         return self.build_prompt(context, len(images)), images, gen_kwargs
@@ -424,7 +428,7 @@ class PfmvgLlava(lmms):
         self.generation_errors += 1
         _, _, _, doc_id, task, split = request.args
         answer = error_answer(exc)
-        logger.error(f"pfmvg_llava: generation failed for {task}/{split}/doc {doc_id}: {answer}")
+        logger.error(f"{self.model_id}: generation failed for {task}/{split}/doc {doc_id}: {answer}")
         return answer
 
     def _run_batch(self, batch: list[tuple[int, Any]], settings: dict, until: list[str]) -> dict[int, str]:
@@ -439,7 +443,7 @@ class PfmvgLlava(lmms):
                 i, req = batch[0]
                 return {i: self._fail(req, batch_error)}
             logger.warning(
-                f"pfmvg_llava: batch of {len(batch)} failed ({type(batch_error).__name__}: {batch_error}); "
+                f"{self.model_id}: batch of {len(batch)} failed ({type(batch_error).__name__}: {batch_error}); "
                 "retrying one sample at a time"
             )
             if self._device.type == "cuda":  # e.g. out of memory: give the single-sample retries a clean slate
@@ -470,7 +474,7 @@ class PfmvgLlava(lmms):
 
         answers: list[str | None] = [None] * len(requests)
         disable = self._rank != 0 or os.environ.get("PFMVG_NO_PROGRESS", "") not in ("", "0")
-        bar = tqdm(total=len(requests), desc="pfmvg_llava", unit="sample", disable=disable, dynamic_ncols=True)
+        bar = tqdm(total=len(requests), desc=self.model_id, unit="sample", disable=disable, dynamic_ncols=True)
         for members in groups.values():
             try:
                 settings, until = self._generation_settings(members[0][1].args[1])
@@ -487,7 +491,7 @@ class PfmvgLlava(lmms):
                 bar.update(len(batch))
         bar.close()
         failed = self.generation_errors - errors_before
-        summary = (f"pfmvg_llava: {len(requests)} samples, {failed} generation errors "
+        summary = (f"{self.model_id}: {len(requests)} samples, {failed} generation errors "
                    f"({self.generation_errors} in this process so far)")
         if failed:
             logger.warning(f"{summary}; failed answers start with {GENERATION_ERROR_MARKER}")
@@ -495,17 +499,18 @@ class PfmvgLlava(lmms):
             logger.info(summary)
         missing = [i for i, a in enumerate(answers) if a is None]
         if missing:  # cannot happen: every request is answered or marked; never hand back a silent empty answer
-            raise RuntimeError(f"pfmvg_llava: no answer for requests {missing}")
+            raise RuntimeError(f"{self.model_id}: no answer for requests {missing}")
         return answers
 
     def loglikelihood(self, requests):
         raise NotImplementedError(
-            "pfmvg_llava supports generate_until tasks only (grounding, VQA, reports); "
+            f"{self.model_id} supports generate_until tasks only (grounding, VQA, reports); "
             "loglikelihood / multiple-choice tasks are not implemented"
         )
 
     def generate_until_multi_round(self, requests):
-        raise NotImplementedError("pfmvg_llava does not implement multi-round generation (generate_until_multi_round)")
+        raise NotImplementedError(f"{self.model_id} does not implement multi-round generation "
+                                  "(generate_until_multi_round)")
 
 
 def _llava_classes() -> dict[str, Any]:

@@ -39,15 +39,17 @@ class PfmvgMiniGPTv2(PfmvgLlava):
     ``max_new_tokens``, ``use_safetensors``.
     """
 
+    model_id: str = "pfmvg_minigptv2"
+
     def __init__(self, pretrained: str, adapter: str | None = None, box_format: str | None = None,
                  convention: str | None = None, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(_ARGS))
         if unknown:
-            raise TypeError(f"pfmvg_minigptv2: unknown model_args {unknown}; accepted: {', '.join(_ARGS)}")
+            raise TypeError(f"{self.model_id}: unknown model_args {unknown}; accepted: {', '.join(_ARGS)}")
         if not pretrained:
-            raise ValueError("pfmvg_minigptv2: pretrained=DIR is required")
+            raise ValueError(f"{self.model_id}: pretrained=DIR is required")
         if not box_format and not convention:
-            box_format = read_training_meta(adapter).get("convention") or DEFAULT_CONVENTION
+            box_format = read_training_meta(adapter, self.model_id).get("convention") or DEFAULT_CONVENTION
         super().__init__(pretrained=pretrained, adapter=adapter, box_format=box_format, convention=convention,
                          **kwargs)
         self.image_resize = "squash"  # MiniGPT-v2 squashes; the image processor resizes
@@ -61,14 +63,14 @@ class PfmvgMiniGPTv2(PfmvgLlava):
         elif dtype in _DTYPES:
             torch_dtype = _DTYPES[dtype]
         else:
-            raise ValueError(f"pfmvg_minigptv2: dtype={dtype!r}; choose auto, float32, bfloat16 or float16")
+            raise ValueError(f"{self.model_id}: dtype={dtype!r}; choose auto, float32, bfloat16 or float16")
         if not MiniGPTv2Processor.is_processor_dir(self.pretrained):
-            raise ValueError(f"pfmvg_minigptv2: {self.pretrained} is not a MiniGPT-v2 directory (no "
+            raise ValueError(f"{self.model_id}: {self.pretrained} is not a MiniGPT-v2 directory (no "
                              "pfmvg_minigptv2_processor.json); write one with `pfmvg convert minigptv2`")
         if self.use_safetensors:
-            check_safetensors(self.pretrained, "checkpoint", ("model",))
+            check_safetensors(self.pretrained, "checkpoint", ("model",), self.model_id)
             if self.adapter:
-                check_safetensors(self.adapter, "adapter", ("adapter_model",))
+                check_safetensors(self.adapter, "adapter", ("adapter_model",), self.model_id)
         load_kwargs: dict[str, Any] = {"dtype": torch_dtype, "use_safetensors": self.use_safetensors}
         if attn_implementation:
             load_kwargs["attn_implementation"] = str(attn_implementation)
@@ -87,7 +89,7 @@ class PfmvgMiniGPTv2(PfmvgLlava):
         self._tokenizer = self.processor.tokenizer
         self.image_token = self.processor.image_placeholder
         logger.info(
-            f"pfmvg_minigptv2: {self.pretrained}" + (f" + adapter {self.adapter}" if self.adapter else "")
+            f"{self.model_id}: {self.pretrained}" + (f" + adapter {self.adapter}" if self.adapter else "")
             + (" (merged)" if self.adapter and self.merge_adapter else "")
             + f" on {self._device}, dtype {torch_dtype}, batch {self.batch_size_per_gpu}, box_format {self.convention}"
         )
