@@ -193,6 +193,18 @@ def print_table(rows: list[tuple[str, dict]], n: int) -> None:
         print(f"{name:62} " + " ".join(f"{res[m]:{8 if m != 'miou' else 6}.3f}" for m in METRICS))
 
 
+def print_categories(prior: dict, models: list[tuple[str, dict]]) -> None:
+    """Acc@0.5 per finding next to the phrase prior: where a model matches the prior, it did not read the image."""
+    cats = sorted(prior.get("per_category", {}))
+    if not cats:
+        return
+    print(f"\n{'Acc@0.5 by finding':22} {'n':>4} {'phrase_prior':>13}" + "".join(f" {name:>13}" for name, _ in models))
+    for cat in cats:
+        row = prior["per_category"][cat]
+        cells = "".join(f" {res.get(f'acc@0.5/{cat}', float('nan')):13.3f}" for _, res in models)
+        print(f"{cat:22} {row['n']:4d} {row['acc@0.5']:13.3f}{cells}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.out
@@ -247,6 +259,7 @@ def main(argv=None) -> int:
              ("stage 2: + LoRA adapter (PFMVG recipe)  <- fine-tuned", after)]
     n_test = len(ds.records("test")[: args.limit])
     print_table(rows, n_test)
+    print_categories(baselines["phrase_prior"], [("stage 1", before), ("stage 2", after)])
     best_blind = max(baselines, key=lambda k: baselines[k]["acc@0.5"])
     print(f"\nfine-tuned Acc@0.5 {after['acc@0.5']:.3f} vs {baselines[best_blind]['acc@0.5']:.3f} for the best "
           f"image-blind baseline ({best_blind}); parse failures {after['parse_failure_rate']:.3f}")

@@ -61,6 +61,9 @@ def test_numbers_are_well_formed(demo):
     assert all(_fraction(v / (seconds["total"] + 1e-9)) for k, v in seconds.items() if k != "total")
     for label in ("phrase_prior", "stage 1: pretrained", "stage 2: + LoRA adapter"):  # the before/after table
         assert label in stdout
+    by_finding = stdout.split("Acc@0.5 by finding", 1)[1]  # the per-finding table next to the phrase prior
+    for category in res["baselines"]["phrase_prior"]["per_category"]:
+        assert category in by_finding
 
 
 def test_outputs_exist(demo):
