@@ -25,6 +25,7 @@ __all__ = [
     "as_text",
     "check_doc",
     "doc_image",
+    "doc_to_visual",
     "guarded_aggregation",
     "load_docs",
     "mapping_items",
@@ -108,6 +109,12 @@ def doc_image(doc: Mapping, image: str | None = None):
 
 
 # ---- answers --------------------------------------------------------------------------------------------------------
+def doc_to_visual(doc: Mapping) -> list:
+    """lmms-eval ``doc_to_visual``: the doc's image as an RGB Pillow image (joined safely under its image root)."""
+    check_doc(doc)
+    return [doc_image(doc)]
+
+
 def answer_text(results: Sequence | object) -> object:
     """The model's answer from lmms-eval's ``results`` argument (one answer per request, maybe nested once)."""
     answer = results[0] if isinstance(results, (list, tuple)) and results else results

@@ -120,10 +120,7 @@ def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) 
     return build_prompt("vqa", convention, question=doc["question"])
 
 
-def doc_to_visual(doc: Mapping) -> list:
-    """The doc's image as an RGB Pillow image (path joined safely under the dataset's image root)."""
-    check_doc(doc)
-    return [task_data.doc_image(doc)]
+doc_to_visual = task_data.doc_to_visual
 
 
 def doc_to_target(doc: Mapping) -> str:
