@@ -46,6 +46,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                            description=synth_vqa.DESCRIPTION)
         synth_vqa.add_arguments(v)
         v.set_defaults(handler=synth_vqa.run_cli)
+        from pfmvg_plugin.data.synth import shapes
+
+        g = sub.add_parser("shapes", help="generate synthshapes: generic grounding pretraining data (named shapes)",
+                           description=shapes.__doc__.strip().splitlines()[0])
+        shapes.add_arguments(g)
+        g.set_defaults(handler=shapes.run_cli)
 
     validate = sub.add_parser("validate", help="check canonical JSONL files against the schema",
                               description="Check canonical JSONL files; errors name file, line and reason.")
