@@ -17,9 +17,10 @@ from pfmvg_plugin.models.tiny_llava import CHAT_TEMPLATE, build_tiny_llava  # no
 from pfmvg_plugin.prompts import build_prompt  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava") / "ckpt")
+@pytest.fixture(scope="module", params=["llama", "opt"])
+def tiny_dir(request, tmp_path_factory):
+    """The default Llama language model, and OPT (learned absolute positions; ``make demo``)."""
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava") / "ckpt", text_model=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +70,19 @@ def test_generates_from_image_and_prompt(loaded):
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path, tiny_dir):
-    again = build_tiny_llava(tmp_path / "again")
+    text_model = json.loads((tiny_dir / "pfmvg_tiny_llava.json").read_text())["text_model"]
+    again = build_tiny_llava(tmp_path / "again", text_model=text_model)
     assert (again / "model.safetensors").read_bytes() == (tiny_dir / "model.safetensors").read_bytes()
     assert (again / "tokenizer.json").read_bytes() == (tiny_dir / "tokenizer.json").read_bytes()
-    other = build_tiny_llava(tmp_path / "other", seed=1)
+    other = build_tiny_llava(tmp_path / "other", seed=1, text_model=text_model)
     assert (other / "model.safetensors").read_bytes() != (tiny_dir / "model.safetensors").read_bytes()
 
 
-def test_builder_validates_geometry(tmp_path):
+def test_builder_validates_geometry_and_text_model(tmp_path):
     with pytest.raises(ValueError, match="multiple of patch_size"):
         build_tiny_llava(tmp_path / "bad", image_size=60, patch_size=8)
+    with pytest.raises(ValueError, match="text_model must be one of"):
+        build_tiny_llava(tmp_path / "bad", text_model="gpt2")
 
 
 def test_other_sizes_build_and_expand_image_tokens(tmp_path):
