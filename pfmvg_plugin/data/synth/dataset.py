@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,13 @@ def _make_image(job: tuple[int, int, int, str, str]) -> list[dict]:
 def generate_synthcxr(out_dir: str | Path, n: int = 1200, size: int = 256, seed: int = 0,
                       ratios=(0.8, 0.1, 0.1), workers: int = 1) -> dict:
     """Write ``n`` images under ``out_dir/images`` and their records as dataset ``synthcxr``; returns the summary."""
+    return write_synthetic(out_dir, NAME, _make_image, n=n, size=size, seed=seed, ratios=ratios, workers=workers)
+
+
+def write_synthetic(out_dir: str | Path, name: str, make_image: Callable[[tuple], list[dict]], *, n: int, size: int,
+                    seed: int, ratios=(0.8, 0.1, 0.1), workers: int = 1) -> dict:
+    """Render ``n`` images with ``make_image((index, seed, size, split, out_dir)) -> records`` (a module-level
+    function, so worker processes can run it) and write the records as dataset ``name``; returns the summary."""
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
     if size < MIN_SIZE:
@@ -72,25 +80,25 @@ def generate_synthcxr(out_dir: str | Path, n: int = 1200, size: int = 256, seed:
     jobs = [(i, seed, size, splits[i], str(out_dir)) for i in range(n)]
     records: list[dict] = []
     if workers <= 1:
-        for recs in progress(map(_make_image, jobs), desc="synthcxr", total=n, unit="img"):
+        for recs in progress(map(make_image, jobs), desc=name, total=n, unit="img"):
             records.extend(recs)
     else:
         with multiprocessing.get_context().Pool(workers) as pool:
-            for recs in progress(pool.imap(_make_image, jobs, chunksize=16), desc="synthcxr", total=n, unit="img"):
+            for recs in progress(pool.imap(make_image, jobs, chunksize=16), desc=name, total=n, unit="img"):
                 records.extend(recs)
     generator = {"n": n, "size": size, "seed": seed, "ratios": [float(r) for r in ratios]}
-    return write_dataset(out_dir, NAME, records, image_root=out_dir, extra={"generator": generator})
+    return write_dataset(out_dir, name, records, image_root=out_dir, extra={"generator": generator})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # command line
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=1200, help="number of images (default 1200)")
+def add_arguments(parser: argparse.ArgumentParser, name: str = NAME, n: int = 1200) -> None:
+    parser.add_argument("--n", type=int, default=n, help=f"number of images (default {n})")
     parser.add_argument("--size", type=int, default=256, help="image width and height in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
-    parser.add_argument("--out", type=Path, default=None, help=f"output directory (default $PFMVG_DATA_ROOT/{NAME})")
+    parser.add_argument("--out", type=Path, default=None, help=f"output directory (default $PFMVG_DATA_ROOT/{name})")
     parser.add_argument("--split-ratios", default="0.8,0.1,0.1",
                         help="train,val,test shares of the images (default 0.8,0.1,0.1)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes; output is identical (default 1)")

@@ -14,19 +14,18 @@ so the training recipe, the lmms-eval task and the baselines read them like any 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from pfmvg_plugin.data.splits import parse_ratios
-from pfmvg_plugin.data.store import dataset_dir, write_dataset
+from pfmvg_plugin.data.store import dataset_dir
 from pfmvg_plugin.data.synth.anatomy import smooth_noise
-from pfmvg_plugin.data.synth.dataset import assign_splits
+from pfmvg_plugin.data.synth.dataset import add_arguments as synthcxr_arguments
+from pfmvg_plugin.data.synth.dataset import write_synthetic
 from pfmvg_plugin.data.synth.raster import _inside, grid_in, mask_box, window
 from pfmvg_plugin.data.synth.vocab import MIN_SIZE
-from pfmvg_plugin.progress import progress
 
 NAME = "synthshapes"
 SHAPES = ("rectangle", "ellipse", "triangle", "ring")
@@ -101,37 +100,11 @@ def _make_image(job: tuple[int, int, int, str, str]) -> list[dict]:
 def generate_synthshapes(out_dir: str | Path, n: int = 3000, size: int = 256, seed: int = 0,
                          ratios=(0.8, 0.1, 0.1), workers: int = 1) -> dict:
     """Write ``n`` images under ``out_dir/images`` and their records as dataset ``synthshapes``; returns the summary."""
-    if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
-    if size < MIN_SIZE:
-        raise ValueError(f"--size must be at least {MIN_SIZE}, got {size}")
-    if seed < 0:
-        raise ValueError(f"--seed must be non-negative, got {seed}")
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    splits = assign_splits(n, ratios, seed)
-    jobs = [(i, seed, size, splits[i], str(out_dir)) for i in range(n)]
-    records: list[dict] = []
-    if workers <= 1:
-        results = map(_make_image, jobs)
-        for recs in progress(results, desc=NAME, total=n, unit="img"):
-            records.extend(recs)
-    else:
-        with multiprocessing.get_context().Pool(workers) as pool:
-            for recs in progress(pool.imap(_make_image, jobs, chunksize=16), desc=NAME, total=n, unit="img"):
-                records.extend(recs)
-    generator = {"n": n, "size": size, "seed": seed, "ratios": [float(r) for r in ratios]}
-    return write_dataset(out_dir, NAME, records, image_root=out_dir, extra={"generator": generator})
+    return write_synthetic(out_dir, NAME, _make_image, n=n, size=size, seed=seed, ratios=ratios, workers=workers)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
-    parser.add_argument("--size", type=int, default=256, help="image width and height in pixels (default 256)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
-    parser.add_argument("--out", type=Path, default=None, help=f"output directory (default $PFMVG_DATA_ROOT/{NAME})")
-    parser.add_argument("--split-ratios", default="0.8,0.1,0.1",
-                        help="train,val,test shares of the images (default 0.8,0.1,0.1)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes; output is identical (default 1)")
+    synthcxr_arguments(parser, name=NAME, n=3000)
 
 
 def run_cli(args: argparse.Namespace) -> dict:
