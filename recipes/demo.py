@@ -1,10 +1,13 @@
 """`make demo`: the main job end to end on the embedded synthetic data, offline, on a CPU.
 
-1. synthesise chest radiographs with boxed findings (synthcxr) into ``<out>/data`` (``$PFMVG_DATA_ROOT`` of every step);
+1. synthesise chest radiographs with boxed findings (synthcxr) and named shapes (synthshapes) into ``<out>/data``
+   (``$PFMVG_DATA_ROOT`` of every step);
 2. score the image-blind baselines on the test split (the bar a model must clear to show it reads the image);
-3. stage 1, PRETRAINING: build a tiny LLaVA from config and fine-tune ALL of it (vision tower, projector, language
-   model) on the train split -- it stands in for the pretrained MLLM PFMVG starts from, which no offline CPU demo has
-   (``recipes/finetune_lora.py --config recipes/configs/demo_pretrain.yaml``);
+3. stage 1, PRETRAINING, which stands in for the pretrained MLLM PFMVG starts from (no offline CPU demo has one):
+   a. build a tiny LLaVA from config and fine-tune ALL of it on synthshapes, generic grounding data that teaches it to
+      point at what a phrase names (``recipes/configs/demo_shapes.yaml``);
+   b. fine-tune ALL of it on the synthcxr train split: what the findings look like
+      (``recipes/configs/demo_pretrain.yaml``);
 4. stage 2, PFMVG: LoRA on the language model + the projector, vision tower frozen, DeepSpeed ZeRO-2
    (``recipes/finetune_lora.py --config recipes/configs/demo_lora.yaml``);
 5. score the stage-1 model and the stage-1 model + LoRA adapter with the real ``lmms-eval`` CLI
@@ -30,9 +33,11 @@ from pfmvg_plugin.baselines import BASELINES, PriorBaseline
 from pfmvg_plugin.codecs import get_codec
 from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset
 from pfmvg_plugin.data.synth import generate_synthcxr
+from pfmvg_plugin.data.synth.shapes import generate_synthshapes
 from pfmvg_plugin.metrics import aggregate, score_text
 
 RECIPES = Path(__file__).resolve().parent
+SHAPES_CONFIG = RECIPES / "configs" / "demo_shapes.yaml"
 PRETRAIN_CONFIG = RECIPES / "configs" / "demo_pretrain.yaml"
 LORA_CONFIG = RECIPES / "configs" / "demo_lora.yaml"
 TASK = "synthcxr_grounding"
@@ -40,7 +45,7 @@ CONVENTION = "minigptv2"  # prompts "[refer] ..." and answers {<x1><y1><x2><y2>}
 METRICS = ("acc@0.1", "acc@0.3", "acc@0.5", "miou")
 
 #: ``--quick``: a smoke run of every step (minutes -> seconds); the numbers mean nothing.
-QUICK = {"n": 48, "pretrain_steps": 12, "lora_steps": 6, "batch_size": 4, "limit": 8}
+QUICK = {"n": 48, "shapes_steps": 6, "pretrain_steps": 12, "lora_steps": 6, "batch_size": 4, "limit": 8}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,9 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
     p.add_argument("--n", type=int, default=None, help="synthetic images (default 3000; train/val/test 80/10/10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
-    p.add_argument("--pretrain-steps", type=int, default=None, help="stage-1 optimizer steps (default: the YAML's)")
+    p.add_argument("--shapes-steps", type=int, default=None,
+                   help="stage-1a (synthshapes) optimizer steps (default: the YAML's)")
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="stage-1b (synthcxr) optimizer steps (default: the YAML's)")
     p.add_argument("--lora-steps", type=int, default=None, help="stage-2 optimizer steps (default: the YAML's)")
-    p.add_argument("--batch-size", type=int, default=None, help="micro batch of both stages (default: the YAMLs')")
+    p.add_argument("--batch-size", type=int, default=None, help="micro batch of every stage (default: the YAMLs')")
     p.add_argument("--limit", type=int, default=None, help="score only the first N test queries (lmms-eval --limit)")
     p.add_argument("--ranks", type=int, default=1,
                    help="training processes (default 1; >1 runs the `deepspeed` launcher with that many CPU ranks)")
@@ -60,7 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="smoke test of every step in a few minutes "
                         f"({', '.join(f'{k}={v}' for k, v in QUICK.items())}); explicit flags win")
     args = p.parse_args(argv)
-    defaults = {"n": 3000, "pretrain_steps": None, "lora_steps": None, "batch_size": None, "limit": None}
+    defaults = {"n": 3000, "shapes_steps": None, "pretrain_steps": None, "lora_steps": None, "batch_size": None,
+                "limit": None}
     for key, value in (QUICK if args.quick else defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -211,16 +220,20 @@ def main(argv=None) -> int:
     data_root = out / "data"
     env = child_env(data_root)
     os.environ[DATA_ROOT_ENV] = env[DATA_ROOT_ENV]
-    clock = Clock(6)
+    clock = Clock(7)
     runs = out / "runs"
-    stage1, stage2 = runs / "stage1_pretrain", runs / "stage2_lora"
+    stage1a, stage1, stage2 = runs / "stage1a_shapes", runs / "stage1_pretrain", runs / "stage2_lora"
 
-    clock.begin("data", f"synthesising {args.n} chest radiographs with boxed findings -> {data_root / 'synthcxr'}")
-    if (data_root / "synthcxr").exists():
-        shutil.rmtree(data_root / "synthcxr")
-    summary = generate_synthcxr(data_root / "synthcxr", n=args.n, seed=args.seed, workers=min(2, os.cpu_count() or 1))
+    clock.begin("data", f"synthesising {args.n} chest radiographs with boxed findings -> {data_root / 'synthcxr'}, "
+                        f"and {args.n} images of named shapes -> {data_root / 'synthshapes'}")
+    workers = min(2, os.cpu_count() or 1)
+    for name in ("synthcxr", "synthshapes"):
+        if (data_root / name).exists():
+            shutil.rmtree(data_root / name)
+    summary = generate_synthcxr(data_root / "synthcxr", n=args.n, seed=args.seed, workers=workers)
+    generate_synthshapes(data_root / "synthshapes", n=args.n, seed=args.seed, workers=workers)
     ds = PreparedDataset(data_root / "synthcxr")
-    print(f"      splits: {summary.get('splits')}")
+    print(f"      synthcxr splits: {summary.get('splits')}")
     clock.end()
 
     clock.begin("baselines", "image-blind baselines on the test split (they never look at the image)")
@@ -229,10 +242,17 @@ def main(argv=None) -> int:
         print(f"      {kind:15} Acc@0.5 {res['acc@0.5']:.3f}  mIoU {res['miou']:.3f}")
     clock.end()
 
-    clock.begin("stage1", "stage 1, PRETRAINING: tiny LLaVA built from config, FULL fine-tune (vision tower + "
-                          "projector + language model) on the train split, DeepSpeed ZeRO-2")
-    run(train_command(PRETRAIN_CONFIG, args.ranks, stage_overrides(args, stage1, args.pretrain_steps)), env,
-        runs / "stage1_pretrain.log")
+    clock.begin("stage1a", "stage 1a, PRETRAINING on generic grounding: tiny LLaVA built from config, FULL fine-tune "
+                           "(vision tower + projector + language model) on synthshapes, DeepSpeed ZeRO-2")
+    run(train_command(SHAPES_CONFIG, args.ranks, stage_overrides(args, stage1a, args.shapes_steps)), env,
+        runs / "stage1a_shapes.log")
+    clock.end()
+
+    clock.begin("stage1", "stage 1b, PRETRAINING on radiographs: the stage-1a model, FULL fine-tune on the synthcxr "
+                          "train split, DeepSpeed ZeRO-2")
+    run(train_command(PRETRAIN_CONFIG, args.ranks,
+                      [f"model.path={(stage1a / 'model').resolve()}",
+                       *stage_overrides(args, stage1, args.pretrain_steps)]), env, runs / "stage1_pretrain.log")
     clock.end()
 
     clock.begin("stage2", "stage 2, PFMVG: LoRA on the language model + projector (vision tower frozen), DeepSpeed "
@@ -255,7 +275,7 @@ def main(argv=None) -> int:
     clock.end()
 
     rows = [(f"{kind} (image-blind baseline)", res) for kind, res in baselines.items()]
-    rows += [("stage 1: pretrained tiny LLaVA (full fine-tune), no adapter", before),
+    rows += [("stage 1: pretrained (1a shapes, 1b radiographs), no adapter", before),
              ("stage 2: + LoRA adapter (PFMVG recipe)  <- fine-tuned", after)]
     n_test = len(ds.records("test")[: args.limit])
     print_table(rows, n_test)

@@ -1,6 +1,7 @@
-"""`make demo` in its quick mode, end to end: synthcxr -> baselines -> stage-1 full fine-tune -> stage-2 LoRA (both
-through recipes/finetune_lora.py under DeepSpeed) -> two real `lmms-eval` CLI runs -> `pfmvg report`. Checks that
-every output exists and every number is well formed, not how good the numbers are (the quick run trains seconds)."""
+"""`make demo` in its quick mode, end to end: synthcxr + synthshapes -> baselines -> stage-1a and 1b full
+fine-tunes -> stage-2 LoRA (all through recipes/finetune_lora.py under DeepSpeed) -> two real `lmms-eval` CLI runs ->
+`pfmvg report`. Checks that every output exists and every number is well formed, not how good the numbers are (the
+quick run trains seconds)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def test_help():
     proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "demo.py"), "--help"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0
-    for flag in ("--out", "--quick", "--n", "--pretrain-steps", "--lora-steps", "--ranks"):
+    for flag in ("--out", "--quick", "--n", "--shapes-steps", "--pretrain-steps", "--lora-steps", "--ranks"):
         assert flag in proc.stdout
 
 
@@ -57,7 +58,7 @@ def test_numbers_are_well_formed(demo):
         assert _fraction(row["parse_failure_rate"]) and row["generation_error_rate"] == 0.0
         assert row["prompt_convention"] == "minigptv2"
     seconds = res["seconds"]
-    assert set(seconds) >= {"data", "baselines", "stage1", "stage2", "lmms_eval", "report", "total"}
+    assert set(seconds) >= {"data", "baselines", "stage1a", "stage1", "stage2", "lmms_eval", "report", "total"}
     assert all(_fraction(v / (seconds["total"] + 1e-9)) for k, v in seconds.items() if k != "total")
     for label in ("phrase_prior", "stage 1: pretrained", "stage 2: + LoRA adapter"):  # the before/after table
         assert label in stdout
@@ -69,12 +70,16 @@ def test_numbers_are_well_formed(demo):
 def test_outputs_exist(demo):
     out, _ = demo
     assert (out / "data" / "synthcxr" / "test.jsonl").is_file()
-    stage1, stage2 = out / "runs" / "stage1_pretrain", out / "runs" / "stage2_lora"
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "pfmvg_training.json"):
-        assert (stage1 / "model" / name).is_file(), name  # a complete model: the base of stage 2 and of lmms-eval
+    assert (out / "data" / "synthshapes" / "train.jsonl").is_file()
+    runs = out / "runs"
+    stage1a, stage1, stage2 = runs / "stage1a_shapes", runs / "stage1_pretrain", runs / "stage2_lora"
+    for stage in (stage1a, stage1):
+        for name in ("config.json", "model.safetensors", "tokenizer.json", "pfmvg_training.json"):
+            assert (stage / "model" / name).is_file(), name  # complete models: the base of the next stage, lmms-eval
+    assert json.loads((stage1a / "model" / "config.json").read_text())["text_config"]["model_type"] == "opt"
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         assert (stage2 / "adapter" / name).is_file(), name
-    for stage in (stage1, stage2):  # both stages ran DeepSpeed ZeRO-2
+    for stage in (stage1a, stage1, stage2):  # every stage ran DeepSpeed ZeRO-2
         summary = json.loads((stage / "train_summary.json").read_text())
         assert summary["engine"] == "deepspeed" and summary["zero_stage"] == 2 and summary["global_step"] >= 1
     assert json.loads((stage1 / "train_summary.json").read_text())["box_codec"] == "minigptv2"
