@@ -8,7 +8,8 @@ CPU-sized stand-in for fine-tuning LLaVA-1.5-7B on MS-CXR.
 What is in it:
 
 - vision tower: ``CLIPVisionModel`` (image ``image_size`` px, patch ``patch_size``; CLS token dropped as in LLaVA-1.5,
-  so ``(image_size // patch_size) ** 2`` image tokens), a 2-layer GELU projector, and a ``LlamaForCausalLM``;
+  so ``(image_size // patch_size) ** 2`` image tokens), a 2-layer GELU projector, and a ``LlamaForCausalLM``
+  (``OPTForCausalLM`` with ``text_model="opt"``);
 - a byte-level BPE tokenizer trained with ``tokenizers`` on a built-in corpus (:func:`default_corpus`: every prompt
   template of :mod:`pfmvg_plugin.prompts` filled with synthcxr and MS-CXR phrases, box answers in every codec, a few
   report sentences). Numbers are pre-tokenized whole (``0.25``, `` 0.40``, ``<25>``), so a LLaVA box
