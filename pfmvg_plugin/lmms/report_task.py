@@ -120,9 +120,8 @@ def load_docs(dataset: str, split: str, max_words: int | None = None) -> list[di
     """
     if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
         raise ValueError(f"max_words must be a positive integer or None, got {max_words!r}")
-    command = PREPARE_COMMANDS.get(dataset, f"pfmvg data prepare {dataset} ...")
-    return task_data.load_docs(dataset, split, "report", lambda r, d: _doc(r, d, max_words), command,
-                               generate=GENERATED.get(dataset))
+    return task_data.load_docs(dataset, split, "report", lambda r, d: _doc(r, d, max_words), PREPARE_COMMANDS,
+                               GENERATED)
 
 
 def process_docs(dataset, name: str, split: str, max_words: int | None = None):

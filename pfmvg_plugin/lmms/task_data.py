@@ -52,13 +52,16 @@ def missing_data_message(dataset: str, split: str, where, command: str, detail: 
             f"(or set {DATA_ROOT_ENV} to the folder that holds the prepared '{dataset}' directory)")
 
 
-def load_docs(dataset: str, split: str, task: str, make_doc: Callable[[Mapping, str], dict], command: str,
-              generate: Callable | None = None) -> list[dict]:
+def load_docs(dataset: str, split: str, task: str, make_doc: Callable[[Mapping, str], dict],
+              commands: Mapping[str, str], generators: Mapping[str, Callable] | None = None) -> list[dict]:
     """Docs (``make_doc(record, dataset_dir)``) of the ``task`` records of a prepared dataset's ``split``.
 
-    Raises :class:`DataNotPreparedError` naming ``command`` when the dataset, the split or its ``task`` records are
-    missing. ``generate(path)``, when given, creates a missing dataset first (synthetic data).
+    Raises :class:`DataNotPreparedError` naming the dataset's command in ``commands`` (default
+    ``pfmvg data prepare <dataset> ...``) when the dataset, the split or its ``task`` records are missing. A dataset in
+    ``generators`` is created by ``generators[dataset](path)`` when missing (synthetic data).
     """
+    command = commands.get(dataset, f"pfmvg data prepare {dataset} ...")
+    generate = (generators or {}).get(dataset)
     path = data_root() / dataset
     if generate is not None:
         generate(path)

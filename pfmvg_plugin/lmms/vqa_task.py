@@ -102,8 +102,7 @@ def load_docs(dataset: str, split: str) -> list[dict]:
 
     ``synthcxr_vqa`` (synthetic, offline) is generated on first use.
     """
-    command = PREPARE_COMMANDS.get(dataset, f"pfmvg data prepare {dataset} ...")
-    return task_data.load_docs(dataset, split, "vqa", _doc, command, generate=GENERATED.get(dataset))
+    return task_data.load_docs(dataset, split, "vqa", _doc, PREPARE_COMMANDS, GENERATED)
 
 
 def process_docs(dataset, name: str, split: str):
