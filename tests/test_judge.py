@@ -302,7 +302,8 @@ def test_our_report_and_vqa_task_samples_are_read_and_judged(fake, tmp_path):
         ("iu-0", 5, "rated"), ("iu-1", 2, "rated"), ("iu-2", None, "generation_error")]
     assert len(fake.requests) == 2 and "CUDA OOM" in ratings[2]["reason"]
     assert summary["unrated"]["generation_error"] == 1 and summary["weighted_average"] == 3.5
-    assert "The heart is normal. Finding 0." in fake.requests[0]["body"]["messages"][1]["content"]
+    sent = sorted(r["body"]["messages"][1]["content"] for r in fake.requests)  # concurrent: any order
+    assert "The heart is normal. Finding 0." in sent[0] and "Finding 1." in sent[1]
 
     fake.reset()
     doc = {"id": "vqarad-7", "task": "vqa", "source": "vqarad", "split": "test", "image": "x.png",
