@@ -19,7 +19,7 @@ pytest.importorskip("httpx")
 from pfmvg_plugin.cli.main import main
 from pfmvg_plugin.judge.cache import cache_key
 from pfmvg_plugin.judge.client import backoff_delay, chat_url
-from pfmvg_plugin.judge.rubrics import REPORT, VQA, parse_rating
+from pfmvg_plugin.judge.rubrics import REPORT, VQA, load_rubric_file, parse_rating
 from pfmvg_plugin.judge.samples import get_path, read_items
 
 SECRET = "sk-test-SECRET-7f3a9c"
@@ -122,8 +122,8 @@ def write_items(path: Path, tags: list[str]) -> Path:
     return path
 
 
-def judge(fake, tmp_path, inputs, *extra, cache="cache", out="ratings.jsonl"):
-    argv = ["judge", *map(str, inputs), "--rubric", "report", "--base-url", fake.url, "--model", "fake-judge",
+def judge(fake, tmp_path, inputs, *extra, cache="cache", out="ratings.jsonl", rubric=("--rubric", "report")):
+    argv = ["judge", *map(str, inputs), *rubric, "--base-url", fake.url, "--model", "fake-judge",
             "--backoff", "0.01", "--out", str(tmp_path / out), "--api-key-env", "PFMVG_TEST_KEY", *extra]
     argv += ["--cache", str(tmp_path / cache)] if cache else ["--no-cache"]
     rc = main(argv)
@@ -394,3 +394,58 @@ def test_dry_run_sends_nothing_and_base_url_from_env(fake, tmp_path, monkeypatch
     monkeypatch.delenv("OPENAI_BASE_URL")
     assert main(["judge", inputs, "--rubric", "report", "--model", "m"]) == 1
     assert "give --base-url" in capsys.readouterr().err
+
+
+# ---- custom rubric files --------------------------------------------------------------------------------------------
+CUSTOM_RUBRIC = """\
+name: findings
+version: "2"
+system: |
+  Grade how many of the reference findings the generated report names. 5 = all of them, 1 = none.
+template: |
+  Reference: {reference}
+  Generated: {prediction}
+  Literal braces stay: {{"rating": n}}
+"""
+
+
+def test_rubric_file_is_used_end_to_end(fake, tmp_path):
+    path = tmp_path / "findings.yaml"
+    path.write_text(CUSTOM_RUBRIC)
+    rc, ratings, summary = judge(fake, tmp_path, [write_items(tmp_path / "in.jsonl", ["4", "2"])],
+                                 rubric=("--rubric-file", str(path)))
+    assert rc == 0 and [r["rating"] for r in ratings] == [4, 2]
+    rubric = load_rubric_file(path)
+    assert (summary["rubric"], summary["rubric_version"], summary["rubric_sha256"]) == ("findings", "2", rubric.sha256)
+    system, user = (m["content"] for m in fake.requests[0]["body"]["messages"])
+    assert system.startswith("Grade how many") and system.endswith(REPORT.system[-60:])  # JSON answer format added
+    assert "Reference: reference report" in user and 'Literal braces stay: {"rating": n}' in user
+    assert not rubric.needs_question
+
+
+@pytest.mark.parametrize("text, message", [
+    ("system: s\ntemplate: '{prediction} {reference}'\ncolour: red\n", "unknown key(s) colour"),
+    ("template: '{prediction} {reference}'\n", "'system' must be a non-empty string"),
+    ("system: s\ntemplate: '{prediction} {refrence}'\n", "{refrence} are not known"),
+    ("system: s\ntemplate: 'Answer: {prediction}'\n", "must contain {reference}"),
+    ("- a list\n", "a rubric file is a mapping"),
+    ("system: [unclosed\n", "cannot read the rubric file"),
+])
+def test_bad_rubric_file_names_file_and_reason(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        load_rubric_file(path)
+    assert str(path) in str(err.value)
+    items = write_items(tmp_path / "in.jsonl", ["4"])
+    assert main(["judge", str(items), "--rubric-file", str(path), "--base-url", "http://127.0.0.1:9", "--model", "m",
+                 "--no-cache"]) != 0
+    assert message in capsys.readouterr().err
+
+
+def test_rubric_file_with_question_sets_needs_question(tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps({"system": "s", "template": "Q: {question} A: {prediction} R: {reference}",
+                                "answer_format": False}))
+    rubric = load_rubric_file(path)
+    assert rubric.needs_question and rubric.system == "s" and rubric.name == "q" and rubric.version == "1"

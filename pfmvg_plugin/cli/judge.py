@@ -28,9 +28,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "twice. The API key is read from an environment variable and never written anywhere.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="SAMPLES",
                    help="lmms-eval samples .jsonl file(s) or output dir(s), or plain JSONL files")
-    p.add_argument("--rubric", choices=sorted(RUBRICS), required=True,
-                   help="report: generated vs reference radiology report; vqa: model vs reference answer "
-                        "(uses the question)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--rubric", choices=sorted(RUBRICS),
+                       help="report: generated vs reference radiology report; vqa: model vs reference answer "
+                            "(uses the question)")
+    which.add_argument("--rubric-file", type=Path, metavar="FILE",
+                       help="your own rubric, YAML or JSON: system (the scale anchors), template (the user message "
+                            "with {prediction}, {reference}, optionally {question}); optional name, version, "
+                            "needs_question, answer_format (default true: ask for one line of JSON)")
     p.add_argument("--base-url", default=None,
                    help="OpenAI-compatible API base, e.g. https://api.openai.com/v1 or http://localhost:8000/v1 "
                         "(default $OPENAI_BASE_URL)")
@@ -95,12 +100,12 @@ def _extra_body(text: str | None) -> dict:
 def run(args: argparse.Namespace) -> dict:
     from pfmvg_plugin.judge.cache import RatingCache, default_cache_dir
     from pfmvg_plugin.judge.client import ChatClient, JudgeError
-    from pfmvg_plugin.judge.rubrics import get_rubric
+    from pfmvg_plugin.judge.rubrics import get_rubric, load_rubric_file
     from pfmvg_plugin.judge.run import RATED, elapsed_since, judge_all, summarise, write_outputs
     from pfmvg_plugin.judge.samples import ReadStats, read_items
 
     start = time.perf_counter()
-    rubric = get_rubric(args.rubric)
+    rubric = load_rubric_file(args.rubric_file) if args.rubric_file else get_rubric(args.rubric)
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
     if not base_url:
         raise ValueError("no endpoint: give --base-url (e.g. https://api.openai.com/v1 or http://localhost:8000/v1) "

@@ -6,6 +6,6 @@ Modules: :mod:`.rubrics` (the 5-point rubrics and the reply parser), :mod:`.samp
 extra), :mod:`.cache` (on-disk cache), :mod:`.run` (concurrency, outputs, the weighted average).
 """
 
-from pfmvg_plugin.judge.rubrics import RUBRICS, ParsedRating, Rubric, get_rubric, parse_rating
+from pfmvg_plugin.judge.rubrics import RUBRICS, ParsedRating, Rubric, get_rubric, load_rubric_file, parse_rating
 
-__all__ = ["RUBRICS", "ParsedRating", "Rubric", "get_rubric", "parse_rating"]
+__all__ = ["RUBRICS", "ParsedRating", "Rubric", "get_rubric", "load_rubric_file", "parse_rating"]

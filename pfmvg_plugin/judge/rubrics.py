@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 SCALE = (1, 2, 3, 4, 5)
 #: The reason kept from a reply, at most this many characters.
@@ -113,6 +114,48 @@ def get_rubric(name: str) -> Rubric:
         return RUBRICS[name]
     except KeyError:
         raise ValueError(f"unknown rubric {name!r}; choose one of {', '.join(RUBRICS)}") from None
+
+
+#: Fields of a rubric file (YAML or JSON); ``system`` and ``template`` are required.
+RUBRIC_FILE_KEYS = ("name", "version", "system", "template", "needs_question", "answer_format")
+_PLACEHOLDER_RE = re.compile(r"{([^{}]*)}")
+
+
+def load_rubric_file(path: str | Path) -> Rubric:
+    """A custom rubric from a YAML or JSON file: ``system`` (scale anchors), ``template`` (the user message with
+    ``{prediction}``, ``{reference}`` and optionally ``{question}``); ``name`` (default: the file stem),
+    ``version`` (default ``"1"``), ``needs_question`` (default: whether the template uses ``{question}``) and
+    ``answer_format`` (default true: append the one-line JSON answer instruction to the system prompt)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the rubric file ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a rubric file is a mapping with keys {', '.join(RUBRIC_FILE_KEYS)}")
+    unknown = sorted(set(data) - set(RUBRIC_FILE_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(map(str, unknown))}; "
+                         f"allowed: {', '.join(RUBRIC_FILE_KEYS)}")
+    for key in ("system", "template"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise ValueError(f"{path}: '{key}' must be a non-empty string")
+    template = data["template"]
+    fields = set(_PLACEHOLDER_RE.findall(template.replace("{{", "").replace("}}", "")))
+    bad = sorted(fields - {"prediction", "reference", "question"})
+    if bad:
+        raise ValueError(f"{path}: template placeholder(s) {', '.join('{' + b + '}' for b in bad)} are not "
+                         "known; use {prediction}, {reference} and {question} (write {{ }} for literal braces)")
+    missing = sorted({"prediction", "reference"} - fields)
+    if missing:
+        raise ValueError(f"{path}: the template must contain {' and '.join('{' + m + '}' for m in missing)}")
+    system = data["system"].rstrip()
+    if data.get("answer_format", True):
+        system = f"{system}\n\n{_ANSWER_FORMAT}"
+    return Rubric(name=str(data.get("name") or path.stem), version=str(data.get("version", "1")), system=system,
+                  template=template, needs_question=bool(data.get("needs_question", "question" in fields)))
 
 
 # ---- parsing ------------------------------------------------------------------------------------------------------
