@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from pfmvg_plugin.lmms import state  # noqa: E402
 from pfmvg_plugin.lmms.answers import GENERATION_ERROR_MARKER, error_answer  # noqa: E402
-from pfmvg_plugin.lmms.llava_model import PfmvgLlava  # noqa: E402
+from pfmvg_plugin.lmms.llava_model import PfmvgLlava, checkpoint_convention  # noqa: E402
 from pfmvg_plugin.models.tiny_llava import build_tiny_llava  # noqa: E402
 from pfmvg_plugin.prompts import build_prompt  # noqa: E402
 
@@ -289,6 +290,15 @@ def test_box_format_sets_the_model_convention(tiny_dir, kwargs, expected):
     assert model.convention == expected
     assert state.model_convention() == expected
     assert state.resolve_convention({"convention": state.FROM_MODEL}) == expected
+
+
+@pytest.mark.parametrize(("model_type", "expected"),
+                         [("qwen2_vl", "qwen2vl"), ("qwen2_5_vl", "qwen25vl"), ("llava", None), (None, None)])
+def test_qwen_checkpoints_default_to_their_own_convention(tmp_path, model_type, expected):
+    if model_type:
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    assert checkpoint_convention(tmp_path) == expected
+    assert checkpoint_convention("Qwen/Qwen2-VL-2B-Instruct") is None  # a hub id: nothing local to read
 
 
 def test_argument_errors_are_clear(tiny_dir):

@@ -63,6 +63,21 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 
 
+#: Checkpoints whose own grounding format we know: config.json ``model_type`` -> prompt convention.
+MODEL_TYPE_CONVENTIONS = {"qwen2_vl": "qwen2vl", "qwen2_5_vl": "qwen25vl"}
+
+
+def checkpoint_convention(pretrained: str | os.PathLike) -> str | None:
+    """The prompt convention a local checkpoint speaks natively (Qwen2-VL, Qwen2.5-VL), from its ``config.json``;
+    None for other model types, hub ids and unreadable configs."""
+    path = Path(pretrained) / "config.json"
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return MODEL_TYPE_CONVENTIONS.get(model_type)
+
+
 def _as_bool(value: Any, name: str, model_id: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -165,7 +180,8 @@ class PfmvgLlava(lmms):
         adapter: PEFT adapter directory (optional).
         merge_adapter: merge the adapter into the weights (``merge_and_unload``) instead of keeping a ``PeftModel``.
         box_format / convention: the prompt convention of :mod:`pfmvg_plugin.prompts` the model was trained with
-            (``llava`` default; ``minigptv2``, ``qwen2vl``, ``qwen25vl``, ``api``). Tasks whose kwargs say
+            (default: the adapter's training metadata, else ``qwen2vl`` / ``qwen25vl`` for those checkpoints, else
+            ``llava``; also ``minigptv2``, ``api``). Tasks whose kwargs say
             ``convention: model`` prompt and score in it.
         dtype: ``auto`` (the checkpoint's dtype on GPU, float32 on CPU), ``float32``, ``bfloat16``, ``float16``.
         device: ``auto`` (GPU if there is one), ``cpu``, ``cuda`` or ``cuda:N``. Under ``accelerate launch`` each
@@ -211,7 +227,8 @@ class PfmvgLlava(lmms):
         if box_format and convention and box_format != convention:
             raise ValueError(f"{self.model_id}: box_format={box_format!r} and convention={convention!r} disagree")
         trained = read_training_meta(adapter, self.model_id)
-        self.convention = str(box_format or convention or trained.get("convention") or state.DEFAULT_CONVENTION)
+        self.convention = str(box_format or convention or trained.get("convention")
+                              or checkpoint_convention(pretrained) or state.DEFAULT_CONVENTION)
         if self.convention not in CONVENTIONS:
             raise ValueError(
                 f"{self.model_id}: unknown box_format {self.convention!r}; choose one of {', '.join(CONVENTIONS)}"
