@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from pfmvg_plugin.baselines import BASELINES, PriorBaseline
 from pfmvg_plugin.codecs import get_codec
 from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset
@@ -62,8 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lora-steps", type=int, default=None, help="stage-2 optimizer steps (default: the YAML's)")
     p.add_argument("--batch-size", type=int, default=None, help="micro batch of every stage (default: the YAMLs')")
     p.add_argument("--limit", type=int, default=None, help="score only the first N test queries (lmms-eval --limit)")
-    p.add_argument("--ranks", type=int, default=1,
-                   help="training processes (default 1; >1 runs the `deepspeed` launcher with that many CPU ranks)")
+    p.add_argument("--ranks", type=int, default=default_ranks(),
+                   help="training processes (default: 2 on a machine with 2 or more cores, else 1; >1 runs the "
+                        "`deepspeed` launcher with that many CPU ranks); the YAMLs' global batch (micro batch x "
+                        "grad_accum) is kept by dividing grad_accum among the ranks")
     p.add_argument("--quick", action="store_true",
                    help="smoke test of every step in a few minutes "
                         f"({', '.join(f'{k}={v}' for k, v in QUICK.items())}); explicit flags win")
@@ -75,7 +79,14 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.n < 10:
         p.error("--n must be at least 10 (the test split needs images)")
+    if args.ranks < 1:
+        p.error("--ranks must be at least 1")
     return args
+
+
+def default_ranks() -> int:
+    """One training process per core, up to two (the demo's data-parallel setting)."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 class Clock:
@@ -140,26 +151,31 @@ def run(cmd: list[str], env: dict, log: Path) -> None:
 _TQDM = re.compile(r"^train:\s+(?P<pct>\d+)%")
 
 
-def train_command(config: Path, ranks: int, overrides: list[str]) -> list[str]:
-    script = RECIPES / "finetune_lora.py"
-    if ranks > 1:  # CPU ranks over gloo; no shared-memory allreduce op (its JIT build costs a minute)
-        from pfmvg_plugin.training.dist import free_port
-
-        launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
-        return [launcher, "--num_gpus", str(ranks), "--master_port", str(free_port()), script, "--config", config,
-                "--no-resume", *overrides, "train.cpu_shm_comm=off"]
-    return [sys.executable, script, "--config", config, "--no-resume", *overrides]
-
-
-def stage_overrides(args: argparse.Namespace, out_dir: Path, steps: int | None) -> list[str]:
-    overrides = [f"train.output_dir={out_dir.resolve()}"]
+def train_command(args: argparse.Namespace, config: Path, out_dir: Path, steps: int | None,
+                  *extra: str) -> list[str]:
+    """``recipes/finetune_lora.py`` on ``config`` with the demo's overrides, under ``deepspeed`` for several ranks."""
+    overrides = [*extra, f"train.output_dir={out_dir.resolve()}"]
     if steps is not None:
         overrides.append(f"train.max_steps={steps}")
     if args.batch_size is not None:
         overrides.append(f"train.micro_batch_size={args.batch_size}")
     if args.quick:
         overrides += ["train.log_steps=2", "train.warmup_ratio=0.0"]
-    return overrides
+    script = RECIPES / "finetune_lora.py"
+    if args.ranks == 1:
+        return [sys.executable, script, "--config", config, "--no-resume", *overrides]
+    accum = int((yaml.safe_load(config.read_text()).get("train") or {}).get("grad_accum", 1))
+    if accum % args.ranks == 0:  # the ranks share the accumulation: the same global batch as one process
+        overrides.append(f"train.grad_accum={accum // args.ranks}")
+    else:
+        print(f"      note: {config.name} accumulates {accum} micro batches; with {args.ranks} ranks the global "
+              f"batch is {args.ranks}x the YAML's", flush=True)
+    from pfmvg_plugin.training.dist import free_port
+
+    # CPU ranks over gloo; no shared-memory allreduce op (its JIT build costs a minute)
+    launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
+    return [launcher, "--num_gpus", str(args.ranks), "--master_port", str(free_port()), script, "--config", config,
+            "--no-resume", *overrides, "train.cpu_shm_comm=off"]
 
 
 def score_baselines(ds: PreparedDataset, limit: int | None) -> dict[str, dict]:
@@ -244,22 +260,20 @@ def main(argv=None) -> int:
 
     clock.begin("stage1a", "stage 1a, PRETRAINING on generic grounding: tiny LLaVA built from config, FULL fine-tune "
                            "(vision tower + projector + language model) on synthshapes, DeepSpeed ZeRO-2")
-    run(train_command(SHAPES_CONFIG, args.ranks, stage_overrides(args, stage1a, args.shapes_steps)), env,
-        runs / "stage1a_shapes.log")
+    run(train_command(args, SHAPES_CONFIG, stage1a, args.shapes_steps), env, runs / "stage1a_shapes.log")
     clock.end()
 
     clock.begin("stage1", "stage 1b, PRETRAINING on radiographs: the stage-1a model, FULL fine-tune on the synthcxr "
                           "train split, DeepSpeed ZeRO-2")
-    run(train_command(PRETRAIN_CONFIG, args.ranks,
-                      [f"model.path={(stage1a / 'model').resolve()}",
-                       *stage_overrides(args, stage1, args.pretrain_steps)]), env, runs / "stage1_pretrain.log")
+    start_from = f"model.path={(stage1a / 'model').resolve()}"
+    run(train_command(args, PRETRAIN_CONFIG, stage1, args.pretrain_steps, start_from), env,
+        runs / "stage1_pretrain.log")
     clock.end()
 
     clock.begin("stage2", "stage 2, PFMVG: LoRA on the language model + projector (vision tower frozen), DeepSpeed "
                           "ZeRO-2, starting from the stage-1 model")
-    run(train_command(LORA_CONFIG, args.ranks,
-                      [f"model.path={(stage1 / 'model').resolve()}",
-                       *stage_overrides(args, stage2, args.lora_steps)]), env, runs / "stage2_lora.log")
+    start_from = f"model.path={(stage1 / 'model').resolve()}"
+    run(train_command(args, LORA_CONFIG, stage2, args.lora_steps, start_from), env, runs / "stage2_lora.log")
     clock.end()
 
     clock.begin("lmms_eval", f"scoring with the lmms-eval CLI on {TASK} (before and after the LoRA stage)")
