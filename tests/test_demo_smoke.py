@@ -88,3 +88,27 @@ def test_outputs_exist(demo):
         assert list((out / "eval" / run).rglob("*_samples_synthcxr_grounding.jsonl")), run
     report = out / "eval" / "stage2_lora" / "pfmvg_report"
     assert (report / "index.html").is_file() and list(report.rglob("*.png"))
+
+
+def _demo_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pfmvg_demo", ROOT / "recipes" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_ranks_share_the_yaml_grad_accum(tmp_path, capsys, ranks):
+    demo = _demo_module()
+    args = demo.parse_args(["--ranks", str(ranks), "--out", str(tmp_path)])
+    cmd = [str(c) for c in demo.train_command(args, demo.PRETRAIN_CONFIG, tmp_path / "run", 7, "model.path=M")]
+    assert "train.max_steps=7" in cmd and "model.path=M" in cmd and f"train.output_dir={tmp_path / 'run'}" in cmd
+    accum = [c for c in cmd if c.startswith("train.grad_accum=")]
+    if ranks == 1:  # one process: the YAML as written (micro batch x grad_accum 2)
+        assert cmd[1].endswith("finetune_lora.py") and accum == []
+    elif ranks == 2:  # two ranks split the accumulation: the same global batch
+        assert cmd[cmd.index("--num_gpus") + 1] == "2" and accum == ["train.grad_accum=1"]
+    else:  # 2 micro batches cannot be shared by 3 ranks: said, not hidden
+        assert accum == [] and "global batch is 3x the YAML's" in capsys.readouterr().out
