@@ -29,14 +29,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from pfmvg_plugin.baselines import BASELINES, PriorBaseline
 from pfmvg_plugin.codecs import get_codec
 from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset
 from pfmvg_plugin.data.synth import generate_synthcxr
 from pfmvg_plugin.data.synth.shapes import generate_synthshapes
 from pfmvg_plugin.metrics import aggregate, score_text
+from pfmvg_plugin.training.config import load_config
 
 RECIPES = Path(__file__).resolve().parent
 SHAPES_CONFIG = RECIPES / "configs" / "demo_shapes.yaml"
@@ -164,7 +163,7 @@ def train_command(args: argparse.Namespace, config: Path, out_dir: Path, steps: 
     script = RECIPES / "finetune_lora.py"
     if args.ranks == 1:
         return [sys.executable, script, "--config", config, "--no-resume", *overrides]
-    accum = int((yaml.safe_load(config.read_text()).get("train") or {}).get("grad_accum", 1))
+    accum = load_config(config).train.grad_accum
     if accum % args.ranks == 0:  # the ranks share the accumulation: the same global batch as one process
         overrides.append(f"train.grad_accum={accum // args.ranks}")
     else:
