@@ -1,4 +1,4 @@
-"""``pfmvg``: prepare datasets, make the synthetic default, and (with extras) report, convert and judge."""
+"""``pfmvg``: prepare datasets, make the synthetic default, and (with extras) report, convert, merge and judge."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pfmvg_plugin.cli import agree as agree_cli
 from pfmvg_plugin.cli import convert as convert_cli
 from pfmvg_plugin.cli import data as data_cli
 from pfmvg_plugin.cli import judge as judge_cli
+from pfmvg_plugin.cli import merge as merge_cli
 from pfmvg_plugin.cli import report as report_cli
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_cli.add_parser(commands)
     convert_cli.add_parser(commands)
     judge_cli.add_parser(commands)
+    merge_cli.add_parser(commands)
     agree_cli.add_parser(commands)
     return parser
 

@@ -47,7 +47,7 @@ from pfmvg_plugin.data.images import pad_to_square
 from pfmvg_plugin.lmms import state
 from pfmvg_plugin.lmms.answers import GENERATION_ERROR_MARKER, error_answer
 from pfmvg_plugin.prompts import CONVENTIONS
-from pfmvg_plugin.training.checkpoint import TRAINING_META
+from pfmvg_plugin.training.checkpoint import pickle_only_weights, read_training_meta
 
 IMAGE_TOKEN = "<image>"
 #: Generation settings passed through from a task's ``generation_kwargs`` (others are ignored, as lmms-eval's own
@@ -57,7 +57,6 @@ GEN_KEYS = (
     "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "use_cache",
 )
 _SAMPLING_ONLY = ("temperature", "top_p", "top_k")
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
@@ -105,34 +104,13 @@ def check_safetensors(path: str | Path, what: str, weight_names: Sequence[str] =
     ``torch.load`` of a pickle can execute code; safetensors cannot. Remote ids are left to ``transformers`` (which is
     also told ``use_safetensors=True``).
     """
-    directory = Path(path)
-    if not directory.is_dir():
-        return
-    files = [p.name for p in directory.iterdir() if p.is_file()]
-    if weight_names:
-        files = [f for f in files if any(f.startswith(w) for w in weight_names)]
-    if any(f.endswith(".safetensors") for f in files):
-        return
-    pickles = sorted(f for f in files if f.endswith(_PICKLE_SUFFIXES))
+    pickles = pickle_only_weights(path, tuple(weight_names))
     if pickles:
         raise ValueError(
-            f"{model_id}: the {what} at {directory} has only pickle weights ({', '.join(pickles)}), which can run "
+            f"{model_id}: the {what} at {path} has only pickle weights ({', '.join(pickles)}), which can run "
             "arbitrary code when loaded. Convert them to safetensors (e.g. `model.save_pretrained(dir, "
             "safe_serialization=True)`), or pass use_safetensors=false in --model_args if you trust the files."
         )
-
-
-def read_training_meta(adapter: str | os.PathLike | None, model_id: str = "pfmvg_llava") -> dict:
-    """``pfmvg_training.json`` of an adapter written by our training recipe (convention, box codec, image resize)."""
-    path = Path(adapter) / TRAINING_META if adapter else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        logger.warning(f"{model_id}: ignoring unreadable {path}: {exc}")
-        return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def _to_images(visuals: Any, model_id: str) -> list:
@@ -226,7 +204,8 @@ class PfmvgLlava(lmms):
             raise ValueError(f"{self.model_id}: pretrained=DIR is required")
         if box_format and convention and box_format != convention:
             raise ValueError(f"{self.model_id}: box_format={box_format!r} and convention={convention!r} disagree")
-        trained = read_training_meta(adapter, self.model_id)
+        # Our recipe's adapters, full fine-tunes and merged models say how they were trained.
+        trained = read_training_meta(adapter, self.model_id) or read_training_meta(pretrained, self.model_id)
         self.convention = str(box_format or convention or trained.get("convention")
                               or checkpoint_convention(pretrained) or state.DEFAULT_CONVENTION)
         if self.convention not in CONVENTIONS:

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from loguru import logger
 
-from pfmvg_plugin.lmms.llava_model import _DTYPES, PfmvgLlava, check_safetensors, read_training_meta
+from pfmvg_plugin.lmms.llava_model import _DTYPES, PfmvgLlava, check_safetensors
+from pfmvg_plugin.training.checkpoint import read_training_meta
 
 _ARGS = ("pretrained", "adapter", "merge_adapter", "box_format", "convention", "dtype", "device",
          "attn_implementation", "batch_size", "max_new_tokens", "use_safetensors", "max_batch_size")
@@ -49,7 +50,8 @@ class PfmvgMiniGPTv2(PfmvgLlava):
         if not pretrained:
             raise ValueError(f"{self.model_id}: pretrained=DIR is required")
         if not box_format and not convention:
-            box_format = read_training_meta(adapter, self.model_id).get("convention") or DEFAULT_CONVENTION
+            trained = read_training_meta(adapter, self.model_id) or read_training_meta(pretrained, self.model_id)
+            box_format = trained.get("convention") or DEFAULT_CONVENTION
         super().__init__(pretrained=pretrained, adapter=adapter, box_format=box_format, convention=convention,
                          **kwargs)
         self.image_resize = "squash"  # MiniGPT-v2 squashes; the image processor resizes

@@ -15,6 +15,7 @@ preprocessing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -24,6 +25,8 @@ import numpy as np
 import torch
 
 from pfmvg_plugin.training import dist
+
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -58,6 +61,40 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pickle_only_weights(path: str | os.PathLike, weight_names: tuple[str, ...] = ()) -> list[str]:
+    """The pickle weight files of a local checkpoint directory that has no safetensors weights (else ``[]``).
+
+    ``torch.load`` of a pickle can execute code; safetensors cannot. ``weight_names`` keeps only files whose names
+    start with one of them (``("adapter_model",)``); a path that is not a directory (a hub id) gives ``[]``.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        return []
+    files = [p.name for p in directory.iterdir() if p.is_file()]
+    if weight_names:
+        files = [f for f in files if f.startswith(weight_names)]
+    if any(f.endswith(".safetensors") for f in files):
+        return []
+    return sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+
+
+def read_training_meta(directory: str | os.PathLike | None, who: str = "pfmvg") -> dict:
+    """``pfmvg_training.json`` of an adapter or model written by our recipe (backbone, convention, box codec, image
+    resize); ``{}`` when there is none or it cannot be read (with a warning naming ``who``)."""
+    path = Path(directory) / TRAINING_META if directory else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s: ignoring unreadable %s: %s", who, path, exc)
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _write_atomic(path: Path, text: str) -> None:
