@@ -147,7 +147,7 @@ def test_all_finding_kinds_appear_and_second_findings_do_not_overlap(cases):
     assert len(pairs) > N_CASES // 10
     for a, b in pairs:
         assert a.kind != b.kind
-        assert not synth_findings._overlap(a.box, b.box, 0.0)
+        assert not synth_findings.overlap(a.box, b.box, 0.0)
 
 
 def test_laterality_is_the_patients(cases):

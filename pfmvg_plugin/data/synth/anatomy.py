@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-from pfmvg_plugin.data.synth.raster import _inside, coordinate_grid, grid_in, mask_box, paste, window
+from pfmvg_plugin.data.synth.raster import coordinate_grid, grid_in, inside, mask_box, paste, window
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Lung:
         u, v = self.polar(xs, ys)
         au, av = np.abs(u), np.abs(v)
         shape = (au * au * au + av * av * av - 1.0) * (self.ax / 3.0)
-        return _inside(np.maximum(shape, ys - self.diaphragm(xs) - below), edge)
+        return inside(np.maximum(shape, ys - self.diaphragm(xs) - below), edge)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def _heart_part(heart: tuple, xs: np.ndarray, ys: np.ndarray, edge: float) -> np
     c, s = math.cos(tilt), math.sin(tilt)
     along = ((xs - hx) * c + (ys - hy) * s) * (1.0 / ha)
     across = (-(xs - hx) * s + (ys - hy) * c) * (1.0 / hb)
-    return _inside((along * along + across * across - 1.0) * (hb / 2.0), edge)
+    return inside((along * along + across * across - 1.0) * (hb / 2.0), edge)
 
 
 def anatomy_masks(anat: Anatomy, size: int) -> Masks:
@@ -173,7 +173,7 @@ def anatomy_masks(anat: Anatomy, size: int) -> Masks:
     s, mid = anat.scale, anat.mid
     bu, bv = (xs - mid) * (1.0 / (0.475 * s)), (ys - 0.64) * (1.0 / 0.74)
     bu, bv = bu * bu, bv * bv
-    body = _inside((bu * bu + bv * bv - 1.0) * 0.25, 0.03)
+    body = inside((bu * bu + bv * bv - 1.0) * 0.25, 0.03)
     windows = {}
     lungs = {}
     for side, lung in anat.lungs.items():
@@ -187,8 +187,8 @@ def anatomy_masks(anat: Anatomy, size: int) -> Masks:
     heart = paste(size, win, heart_part)
     half_width = 0.055 * s + 0.02 * s * np.clip((wy - 0.12) * 4.0, 0.0, 1.0)
     floor = 0.5 * (anat.lungs["right"].dome_top + anat.lungs["left"].dome_top) + 0.04
-    band = _inside(np.abs(wx - mid) - half_width, edge) * _inside(wy - floor, 0.05)
-    knob = _inside(np.sqrt((wx - kx) ** 2 + (wy - ky) ** 2) - kr, edge)
+    band = inside(np.abs(wx - mid) - half_width, edge) * inside(wy - floor, 0.05)
+    knob = inside(np.sqrt((wx - kx) ** 2 + (wy - ky) ** 2) - kr, edge)
     mediastinum = paste(size, win, np.maximum(np.maximum(band, knob), heart_part))
     right, left = anat.lungs["right"], anat.lungs["left"]
     win = windows["abdomen"] = window(size, 0.0, min(right.dome_top, left.dome_top) - 0.02, 1.0, 1.0)
@@ -196,7 +196,7 @@ def anatomy_masks(anat: Anatomy, size: int) -> Masks:
     w = np.clip((wx - mid) * (1.0 / 0.12) + 0.5, 0.0, 1.0)
     w = w * w * (3.0 - 2.0 * w)  # the domes meet in a smooth saddle under the heart
     dia = right.diaphragm(wx) * (1.0 - w) + left.diaphragm(wx) * w
-    abdomen = paste(size, win, _inside(dia - wy, edge) * body[win])
+    abdomen = paste(size, win, inside(dia - wy, edge) * body[win])
     visible = {side: paste(size, windows[side], lungs[side][windows[side]] * (1.0 - mediastinum[windows[side]]))
                for side in lungs}
     boxes = {side: mask_box(visible[side][windows[side]], 0.5, windows[side]) for side in lungs}

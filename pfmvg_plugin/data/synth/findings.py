@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pfmvg_plugin.data.synth.anatomy import Anatomy, Masks, smooth_noise
-from pfmvg_plugin.data.synth.raster import _inside, _zone_ok, grid_in, mask_box, window
+from pfmvg_plugin.data.synth.raster import grid_in, inside, mask_box, window, zone_ok
 from pfmvg_plugin.data.synth.vocab import CATEGORIES, FINDING_WEIGHTS, PHRASES, SECOND_FINDING_P, SIDES, ZONES
 
 
@@ -59,7 +59,7 @@ def _sample_point(rng, masks: Masks, side: str, size: int, radius: float, zone: 
     for _ in range(tries):
         x = float(rng.uniform(box[0], box[2])) / size
         y = float(rng.uniform(box[1], box[3])) / size
-        if not _zone_ok(y * size, box, zone):
+        if not zone_ok(y * size, box, zone):
             continue
         pts = [(x, y)] + [(x + radius * c, y + radius * s) for c, s in ring]
         if all(0 <= px < 1 and 0 <= py < 1 and vis[int(py * size), int(px * size)] > 0.6 for px, py in pts):
@@ -150,7 +150,7 @@ def _consolidation(rng, anat: Anatomy, masks: Masks, size: int, side: str, zone:
         return None
     win = window(size, p[0] - rx, p[1] - ry, p[0] + rx, p[1] + ry)
     xs, ys = grid_in(size, win)
-    ell = _inside(np.sqrt(((xs - p[0]) / rx) ** 2 + ((ys - p[1]) / ry) ** 2) - 1.0, 0.25)
+    ell = inside(np.sqrt(((xs - p[0]) / rx) ** 2 + ((ys - p[1]) / ry) ** 2) - 1.0, 0.25)
     n_cells = max(2, round(30 * 2 * rx))
     patchy = np.clip(0.75 + 0.45 * smooth_noise(rng, ell.shape, n_cells), 0.0, 1.0)
     alpha = ell * patchy * masks.visible_lungs[side][win] * 0.85
@@ -207,13 +207,13 @@ def place_finding(rng: np.random.Generator, kind: str, anat: Anatomy, masks: Mas
         return None
     if f.zone in ZONES and f.kind != "effusion":  # the phrase's zone must be the zone of what was drawn
         cy = (f.box[1] + f.box[3]) / 2
-        if not _zone_ok(cy, masks.lung_boxes[f.side], f.zone):
+        if not zone_ok(cy, masks.lung_boxes[f.side], f.zone):
             return None
     f.phrase = phrase_for(rng, f)
     return f
 
 
-def _overlap(a: list[float], b: list[float], gap: float) -> bool:
+def overlap(a: list[float], b: list[float], gap: float) -> bool:
     return a[0] - gap < b[2] and b[0] - gap < a[2] and a[1] - gap < b[3] and b[1] - gap < a[3]
 
 

@@ -44,14 +44,14 @@ def paste(size: int, win: Window, part: np.ndarray) -> np.ndarray:
     return full
 
 
-def _inside(f: np.ndarray, edge: float) -> np.ndarray:
+def inside(f: np.ndarray, edge: float) -> np.ndarray:
     """Soft indicator of ``f < 0`` with a linear edge ``edge`` wide (1 inside, 0 outside)."""
     out = f * (-1.0 / edge)
     out += 0.5
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _blend(img: np.ndarray, value, alpha: np.ndarray) -> np.ndarray:
+def blend(img: np.ndarray, value, alpha: np.ndarray) -> np.ndarray:
     return img + alpha * (value - img)
 
 
@@ -74,7 +74,7 @@ def zone_of(y: float, lung_box: list[float]) -> str:
     return ZONES[min(2, max(0, int(frac * 3)))]
 
 
-def _zone_ok(y: float, lung_box: list[float], zone: str | None = None) -> bool:
+def zone_ok(y: float, lung_box: list[float], zone: str | None = None) -> bool:
     """``y`` lies in ``zone`` (if given), inside the lung's height and away from the borders between zones."""
     frac = (y - lung_box[1]) / (lung_box[3] - lung_box[1])
     if not 0.0 <= frac <= 1.0 or min(abs(frac - 1 / 3), abs(frac - 2 / 3)) < _ZONE_MARGIN:

@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 from pfmvg_plugin.data.synth.anatomy import Anatomy, Masks, Textures, anatomy_masks, sample_anatomy, sample_textures
-from pfmvg_plugin.data.synth.findings import Finding, _overlap, place_finding, sample_kinds
-from pfmvg_plugin.data.synth.raster import _blend, _inside, coordinate_grid, grid_in, window
+from pfmvg_plugin.data.synth.findings import Finding, overlap, place_finding, sample_kinds
+from pfmvg_plugin.data.synth.raster import blend, coordinate_grid, grid_in, inside, window
 from pfmvg_plugin.data.synth.vocab import MIN_SIZE
 
 
@@ -32,7 +32,7 @@ def compose(anat: Anatomy, masks: Masks, tex: Textures, findings: list[Finding],
     xs, ys = coordinate_grid(size)
     mid = anat.mid
     img = np.full((size, size), 0.05, dtype=np.float32)
-    img = _blend(img, anat.soft + 0.03 * tex.low + 0.06 * np.abs(xs - mid), masks.body)
+    img = blend(img, anat.soft + 0.03 * tex.low + 0.06 * np.abs(xs - mid), masks.body)
     # lungs: air with vessels fanning out from the hila, denser towards the bases
     win = masks.windows["lungs"]
     wx, wy = xs[win], ys[win]
@@ -40,20 +40,20 @@ def compose(anat: Anatomy, masks: Masks, tex: Textures, findings: list[Finding],
     hila = np.exp(-(((np.abs(wx - mid) - 0.085 * anat.scale) ** 2 + (wy - 0.465 - anat.dy) ** 2) * (1.0 / 0.045 ** 2)))
     lung_img = (anat.lung_tone + 0.1 * np.clip((wy - 0.2) * (1 / 0.6), 0.0, 1.0) + 0.02 * tex.low[win]
                 + anat.vessel_gain * _vessels(anat, wx, wy) + 0.035 * tex.fine[win] + 0.09 * hila)
-    img[win] = _blend(img[win], lung_img, lung_any)
+    img[win] = blend(img[win], lung_img, lung_any)
     win = masks.windows["abdomen"]
     lung_any = np.maximum(masks.lungs["right"][win], masks.lungs["left"][win])
-    img[win] = _blend(img[win], anat.heart_tone - 0.07 + 0.02 * tex.low[win], masks.abdomen[win] * (1.0 - lung_any))
+    img[win] = blend(img[win], anat.heart_tone - 0.07 + 0.02 * tex.low[win], masks.abdomen[win] * (1.0 - lung_any))
     bubble = anat.lungs["left"]
     wx, wy = xs[win], ys[win]
-    gas = _inside(np.sqrt(((wx - bubble.cx) / 0.055) ** 2 + ((wy - bubble.dome_top - 0.07) / 0.03) ** 2) - 1.0, 0.6)
-    img[win] = _blend(img[win], anat.soft - 0.02, 0.6 * gas)
+    gas = inside(np.sqrt(((wx - bubble.cx) / 0.055) ** 2 + ((wy - bubble.dome_top - 0.07) / 0.03) ** 2) - 1.0, 0.6)
+    img[win] = blend(img[win], anat.soft - 0.02, 0.6 * gas)
     # mediastinum and heart (its lower border hidden below the diaphragm), trachea
     win = masks.windows["mediastinum"]
     above_diaphragm = masks.mediastinum[win] * (1.0 - masks.abdomen[win])
-    img[win] = _blend(img[win], anat.heart_tone + 0.02 * tex.low[win], above_diaphragm)
+    img[win] = blend(img[win], anat.heart_tone + 0.02 * tex.low[win], above_diaphragm)
     wx, wy = xs[win], ys[win]
-    img[win] -= 0.16 * _inside(np.abs(wx - mid) - 0.013 * anat.scale, 2.0 / size) * _inside(wy - (0.33 + anat.dy), 0.02)
+    img[win] -= 0.16 * inside(np.abs(wx - mid) - 0.013 * anat.scale, 2.0 / size) * inside(wy - (0.33 + anat.dy), 0.02)
     for f in findings:
         _apply(img, f, under_bones=True)
     _add_bones(img, anat, masks, size)
@@ -68,7 +68,7 @@ def _apply(img: np.ndarray, f: Finding, under_bones: bool) -> None:
         if (op == "line") == under_bones:
             continue
         if op == "blend":
-            img[win] = _blend(img[win], value, alpha)
+            img[win] = blend(img[win], value, alpha)
         else:
             img[win] += value * alpha
 
@@ -94,21 +94,21 @@ def _draw_bones(img: np.ndarray, anat: Anatomy, body: np.ndarray, size: int) -> 
     t = t * (1.0 - 0.035 * t)  # ribs spread slightly towards the bases
     wave = 0.5 + 0.5 * np.cos(t * (2 * math.pi))
     wave2 = wave * wave
-    ribs = wave2 * wave2 * wave * _inside(-t, 0.3) * _inside(t - 9.6, 0.3)
-    cage = _inside(np.sqrt(((xs - mid) * (1.0 / (0.36 * s))) ** 2 + ((ys - 0.5 - anat.dy) * (1.0 / 0.45)) ** 2) - 1.0,
+    ribs = wave2 * wave2 * wave * inside(-t, 0.3) * inside(t - 9.6, 0.3)
+    cage = inside(np.sqrt(((xs - mid) * (1.0 / (0.36 * s))) ** 2 + ((ys - 0.5 - anat.dy) * (1.0 / 0.45)) ** 2) - 1.0,
                    0.08)
-    img[win] += anat.rib_gain * ribs * cage * (0.45 + 0.55 * _inside(0.02 - d, 0.06))
+    img[win] += anat.rib_gain * ribs * cage * (0.45 + 0.55 * inside(0.02 - d, 0.06))
     # clavicles: from the manubrium out and up to the shoulders
     win = window(size, mid - 0.36 * s, anat.clavicle_y - 0.1, mid + 0.36 * s, anat.clavicle_y + 0.03)
     xs, ys = grid_in(size, win)
     d = np.abs(xs - mid) * (1.0 / s)
     cy = anat.clavicle_y - 0.28 * d + 0.3 * d * d
     clav = np.sqrt(np.clip(1.0 - np.abs(ys - cy) * (1.0 / (0.019 * s)), 0.0, 1.0))
-    img[win] += 0.18 * clav * _inside(0.035 - d, 0.01) * _inside(d - 0.33, 0.02)
+    img[win] += 0.18 * clav * inside(0.035 - d, 0.01) * inside(d - 0.33, 0.02)
     # spine: vertebral bodies stacked behind the mediastinum
     win = window(size, mid - 0.045 * s, 0.0, mid + 0.045 * s, 1.0)
     xs, ys = grid_in(size, win)
-    spine = _inside(np.abs(xs - mid) - 0.032 * s, 0.006) * (0.6 + 0.4 * np.cos(ys * (2 * math.pi / (0.052 * s))))
+    spine = inside(np.abs(xs - mid) - 0.032 * s, 0.006) * (0.6 + 0.4 * np.cos(ys * (2 * math.pi / (0.052 * s))))
     img[win] += 0.05 * spine * body[win]
 
 
@@ -140,7 +140,7 @@ def render_case(rng: np.random.Generator, size: int = 256, draw_findings: bool =
     for kind in sorted(kinds, key=lambda k: k != "cardiomegaly"):
         for _ in range(8):
             f = place_finding(rng, kind, drawn, masks, size)
-            if f is not None and not any(_overlap(f.box, g.box, 2.0) for g in findings):
+            if f is not None and not any(overlap(f.box, g.box, 2.0) for g in findings):
                 findings.append(f)
                 break
     for _ in range(200 if not findings else 0):  # every image gets a finding: fall back to a nodule

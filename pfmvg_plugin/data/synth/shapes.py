@@ -24,7 +24,7 @@ from pfmvg_plugin.data.store import dataset_dir
 from pfmvg_plugin.data.synth.anatomy import smooth_noise
 from pfmvg_plugin.data.synth.dataset import add_arguments as synthcxr_arguments
 from pfmvg_plugin.data.synth.dataset import write_synthetic
-from pfmvg_plugin.data.synth.raster import _inside, grid_in, mask_box, window
+from pfmvg_plugin.data.synth.raster import grid_in, inside, mask_box, window
 from pfmvg_plugin.data.synth.vocab import MIN_SIZE
 
 NAME = "synthshapes"
@@ -39,14 +39,14 @@ def _alpha(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, rx:
     u, v = (xs - cx) / rx, (ys - cy) / ry
     e = edge / min(rx, ry)
     if shape == "rectangle":
-        return _inside(np.maximum(np.abs(u), np.abs(v)) - 1.0, e)
+        return inside(np.maximum(np.abs(u), np.abs(v)) - 1.0, e)
     if shape == "ellipse":
-        return _inside(np.sqrt(u * u + v * v) - 1.0, e)
+        return inside(np.sqrt(u * u + v * v) - 1.0, e)
     if shape == "ring":
         r = np.sqrt(u * u + v * v)
-        return _inside(r - 1.0, e) * _inside(0.55 - r, e)
+        return inside(r - 1.0, e) * inside(0.55 - r, e)
     if shape == "triangle":  # apex up, base at the bottom
-        return _inside(np.maximum(v - 1.0, np.abs(u) - 0.5 * (v + 1.0)), e)
+        return inside(np.maximum(v - 1.0, np.abs(u) - 0.5 * (v + 1.0)), e)
     raise ValueError(f"unknown shape {shape!r}")
 
 
