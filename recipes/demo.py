@@ -1,18 +1,21 @@
 """`make demo`: the main job end to end on the embedded synthetic data, offline, on a CPU.
 
-1. synthesise chest radiographs with boxed findings (synthcxr) and named shapes (synthshapes) into ``<out>/data``
+1. synthesise chest radiographs with boxed findings (synthcxr), a separate set of them for vision pretraining
+   (synthcxr_pretrain: the next seed, train split only) and named shapes (synthshapes) into ``<out>/data``
    (``$PFMVG_DATA_ROOT`` of every step);
 2. score the image-blind baselines on the test split (the bar a model must clear to show it reads the image);
-3. stage 1, PRETRAINING, which stands in for the pretrained MLLM PFMVG starts from (no offline CPU demo has one):
-   a. build a tiny LLaVA from config and fine-tune ALL of it on synthshapes, generic grounding data that teaches it to
-      point at what a phrase names (``recipes/configs/demo_shapes.yaml``);
-   b. fine-tune ALL of it on the synthcxr train split: what the findings look like
-      (``recipes/configs/demo_pretrain.yaml``);
-4. stage 2, PFMVG: LoRA on the language model + the projector, vision tower frozen, DeepSpeed ZeRO-2
+3. stage 0, VISION PRETRAINING, which stands in for a pretrained vision encoder: build a tiny LLaVA from config and
+   train its vision tower with a dense detection objective on synthcxr_pretrain
+   (``recipes/pretrain_vision.py --config recipes/configs/demo_vision.yaml``);
+4. stage 1, PRETRAINING, which stands in for the pretrained MLLM PFMVG starts from (no offline CPU demo has one):
+   a. fine-tune ALL of the model on synthshapes, generic grounding data that teaches it to point at what a phrase
+      names (``recipes/configs/demo_shapes.yaml``);
+   b. fine-tune ALL of it on the synthcxr train split: radiograph grounding (``recipes/configs/demo_pretrain.yaml``);
+5. stage 2, PFMVG: LoRA on the language model + the projector, vision tower frozen, DeepSpeed ZeRO-2
    (``recipes/finetune_lora.py --config recipes/configs/demo_lora.yaml``);
-5. score the stage-1 model and the stage-1 model + LoRA adapter with the real ``lmms-eval`` CLI
+6. score the stage-1 model and the stage-1 model + LoRA adapter with the real ``lmms-eval`` CLI
    (``--model pfmvg_llava --tasks synthcxr_grounding``) and print them next to the baselines;
-6. ``pfmvg report`` on the fine-tuned run: HTML page with box overlays.
+7. ``pfmvg report`` on the fine-tuned run: HTML page with box overlays.
 
 Everything it writes is under ``--out``; ``demo_results.json`` holds the numbers and the time of each step.
 """
@@ -38,6 +41,7 @@ from pfmvg_plugin.metrics import aggregate, score_text
 from pfmvg_plugin.training.config import load_config
 
 RECIPES = Path(__file__).resolve().parent
+VISION_CONFIG = RECIPES / "configs" / "demo_vision.yaml"
 SHAPES_CONFIG = RECIPES / "configs" / "demo_shapes.yaml"
 PRETRAIN_CONFIG = RECIPES / "configs" / "demo_pretrain.yaml"
 LORA_CONFIG = RECIPES / "configs" / "demo_lora.yaml"
@@ -46,7 +50,8 @@ CONVENTION = "minigptv2"  # prompts "[refer] ..." and answers {<x1><y1><x2><y2>}
 METRICS = ("acc@0.1", "acc@0.3", "acc@0.5", "miou")
 
 #: ``--quick``: a smoke run of every step (minutes -> seconds); the numbers mean nothing.
-QUICK = {"n": 48, "shapes_steps": 6, "pretrain_steps": 12, "lora_steps": 6, "batch_size": 4, "limit": 8}
+QUICK = {"n": 48, "vision_steps": 5, "shapes_steps": 6, "pretrain_steps": 12, "lora_steps": 6, "batch_size": 4,
+         "limit": 8}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default demo_out)")
     p.add_argument("--n", type=int, default=None, help="synthetic images (default 3000; train/val/test 80/10/10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    p.add_argument("--vision-steps", type=int, default=None,
+                   help="stage-0 (vision pretraining) steps (default: the YAML's)")
     p.add_argument("--shapes-steps", type=int, default=None,
                    help="stage-1a (synthshapes) optimizer steps (default: the YAML's)")
     p.add_argument("--pretrain-steps", type=int, default=None,
@@ -71,8 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="smoke test of every step in a few minutes "
                         f"({', '.join(f'{k}={v}' for k, v in QUICK.items())}); explicit flags win")
     args = p.parse_args(argv)
-    defaults = {"n": 3000, "shapes_steps": None, "pretrain_steps": None, "lora_steps": None, "batch_size": None,
-                "limit": None}
+    defaults = {"n": 3000, "vision_steps": None, "shapes_steps": None, "pretrain_steps": None, "lora_steps": None,
+                "batch_size": None, "limit": None}
     for key, value in (QUICK if args.quick else defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -141,7 +148,7 @@ def run(cmd: list[str], env: dict, log: Path) -> None:
                 if int(progress["pct"]) // 10 > shown:
                     shown = int(progress["pct"]) // 10
                     print(f"      {text[:120]}", flush=True)
-            elif text.startswith("[pfmvg.train]") or text.startswith(("Traceback", "error:")):
+            elif text.startswith(("[pfmvg.train]", "[pfmvg.vision]", "Traceback", "error:")):
                 print("      " + text[:150], flush=True)
     if proc.returncode:
         sys.exit(f"demo: the command above failed (exit {proc.returncode}); full output in {log}")
@@ -175,6 +182,17 @@ def train_command(args: argparse.Namespace, config: Path, out_dir: Path, steps: 
     launcher = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
     return [launcher, "--num_gpus", str(args.ranks), "--master_port", str(free_port()), script, "--config", config,
             "--no-resume", *overrides, "train.cpu_shm_comm=off"]
+
+
+def vision_command(args: argparse.Namespace, out_dir: Path) -> list[str]:
+    """``recipes/pretrain_vision.py`` on the stage-0 YAML (one process), scored on the synthcxr val split."""
+    overrides = [f"train.output_dir={out_dir.resolve()}"]
+    if args.vision_steps is not None:
+        overrides.append(f"train.max_steps={args.vision_steps}")
+    if args.quick:
+        overrides += ["train.log_steps=1", "train.micro_batch_size=4"]
+    return [sys.executable, RECIPES / "pretrain_vision.py", "--config", VISION_CONFIG, "--val", "synthcxr:val",
+            *overrides]
 
 
 def score_baselines(ds: PreparedDataset, limit: int | None) -> dict[str, dict]:
@@ -235,17 +253,21 @@ def main(argv=None) -> int:
     data_root = out / "data"
     env = child_env(data_root)
     os.environ[DATA_ROOT_ENV] = env[DATA_ROOT_ENV]
-    clock = Clock(7)
+    clock = Clock(8)
     runs = out / "runs"
-    stage1a, stage1, stage2 = runs / "stage1a_shapes", runs / "stage1_pretrain", runs / "stage2_lora"
+    stage0, stage1a = runs / "stage0_vision", runs / "stage1a_shapes"
+    stage1, stage2 = runs / "stage1_pretrain", runs / "stage2_lora"
 
     clock.begin("data", f"synthesising {args.n} chest radiographs with boxed findings -> {data_root / 'synthcxr'}, "
-                        f"and {args.n} images of named shapes -> {data_root / 'synthshapes'}")
+                        f"{args.n} more for vision pretraining -> {data_root / 'synthcxr_pretrain'}, and {args.n} "
+                        f"images of named shapes -> {data_root / 'synthshapes'}")
     workers = min(2, os.cpu_count() or 1)
-    for name in ("synthcxr", "synthshapes"):
+    for name in ("synthcxr", "synthcxr_pretrain", "synthshapes"):
         if (data_root / name).exists():
             shutil.rmtree(data_root / name)
     summary = generate_synthcxr(data_root / "synthcxr", n=args.n, seed=args.seed, workers=workers)
+    generate_synthcxr(data_root / "synthcxr_pretrain", n=args.n, seed=args.seed + 1, ratios=(1.0, 0.0, 0.0),
+                      workers=workers)
     generate_synthshapes(data_root / "synthshapes", n=args.n, seed=args.seed, workers=workers)
     ds = PreparedDataset(data_root / "synthcxr")
     print(f"      synthcxr splits: {summary.get('splits')}")
@@ -257,9 +279,16 @@ def main(argv=None) -> int:
         print(f"      {kind:15} Acc@0.5 {res['acc@0.5']:.3f}  mIoU {res['miou']:.3f}")
     clock.end()
 
-    clock.begin("stage1a", "stage 1a, PRETRAINING on generic grounding: tiny LLaVA built from config, FULL fine-tune "
-                           "(vision tower + projector + language model) on synthshapes, DeepSpeed ZeRO-2")
-    run(train_command(args, SHAPES_CONFIG, stage1a, args.shapes_steps), env, runs / "stage1a_shapes.log")
+    clock.begin("stage0", "stage 0, VISION PRETRAINING: tiny LLaVA built from config, its vision tower trained with a "
+                          "dense detection objective on synthcxr_pretrain (one process, plain torch)")
+    run(vision_command(args, stage0), {**env, "OMP_NUM_THREADS": str(min(2, os.cpu_count() or 1))},
+        runs / "stage0_vision.log")
+    clock.end()
+
+    clock.begin("stage1a", "stage 1a, PRETRAINING on generic grounding: the stage-0 model, FULL fine-tune (vision "
+                           "tower + projector + language model) on synthshapes, DeepSpeed ZeRO-2")
+    start_from = f"model.path={(stage0 / 'model').resolve()}"
+    run(train_command(args, SHAPES_CONFIG, stage1a, args.shapes_steps, start_from), env, runs / "stage1a_shapes.log")
     clock.end()
 
     clock.begin("stage1", "stage 1b, PRETRAINING on radiographs: the stage-1a model, FULL fine-tune on the synthcxr "
@@ -288,7 +317,7 @@ def main(argv=None) -> int:
     clock.end()
 
     rows = [(f"{kind} (image-blind baseline)", res) for kind, res in baselines.items()]
-    rows += [("stage 1: pretrained (1a shapes, 1b radiographs), no adapter", before),
+    rows += [("stage 1: pretrained (stages 0, 1a, 1b), no adapter", before),
              ("stage 2: + LoRA adapter (PFMVG recipe)  <- fine-tuned", after)]
     n_test = len(ds.records("test")[: args.limit])
     print_table(rows, n_test)

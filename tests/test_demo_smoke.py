@@ -1,5 +1,6 @@
-"""`make demo` in its quick mode, end to end: synthcxr + synthshapes -> baselines -> stage-1a and 1b full
-fine-tunes -> stage-2 LoRA (all through recipes/finetune_lora.py under DeepSpeed) -> two real `lmms-eval` CLI runs ->
+"""`make demo` in its quick mode, end to end: synthcxr + synthcxr_pretrain + synthshapes -> baselines -> stage-0
+vision pretraining (recipes/pretrain_vision.py) -> stage-1a and 1b full fine-tunes -> stage-2 LoRA (all three through
+recipes/finetune_lora.py under DeepSpeed) -> two real `lmms-eval` CLI runs ->
 `pfmvg report`. Checks that every output exists and every number is well formed, not how good the numbers are (the
 quick run trains seconds)."""
 
@@ -42,7 +43,8 @@ def test_help():
     proc = subprocess.run([sys.executable, str(ROOT / "recipes" / "demo.py"), "--help"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0
-    for flag in ("--out", "--quick", "--n", "--shapes-steps", "--pretrain-steps", "--lora-steps", "--ranks"):
+    for flag in ("--out", "--quick", "--n", "--vision-steps", "--shapes-steps", "--pretrain-steps", "--lora-steps",
+                 "--ranks"):
         assert flag in proc.stdout
 
 
@@ -58,7 +60,8 @@ def test_numbers_are_well_formed(demo):
         assert _fraction(row["parse_failure_rate"]) and row["generation_error_rate"] == 0.0
         assert row["prompt_convention"] == "minigptv2"
     seconds = res["seconds"]
-    assert set(seconds) >= {"data", "baselines", "stage1a", "stage1", "stage2", "lmms_eval", "report", "total"}
+    assert set(seconds) >= {"data", "baselines", "stage0", "stage1a", "stage1", "stage2", "lmms_eval", "report",
+                            "total"}
     assert all(_fraction(v / (seconds["total"] + 1e-9)) for k, v in seconds.items() if k != "total")
     for label in ("phrase_prior", "stage 1: pretrained", "stage 2: + LoRA adapter"):  # the before/after table
         assert label in stdout
@@ -71,7 +74,10 @@ def test_outputs_exist(demo):
     out, _ = demo
     assert (out / "data" / "synthcxr" / "test.jsonl").is_file()
     assert (out / "data" / "synthshapes" / "train.jsonl").is_file()
+    assert (out / "data" / "synthcxr_pretrain" / "train.jsonl").is_file()
     runs = out / "runs"
+    vision = json.loads((runs / "stage0_vision" / "model" / "pfmvg_vision_pretrain.json").read_text())
+    assert vision["steps"] == 5 and _fraction(vision["val_centre_hit_rate"]) and len(vision["categories"]) >= 1
     stage1a, stage1, stage2 = runs / "stage1a_shapes", runs / "stage1_pretrain", runs / "stage2_lora"
     for stage in (stage1a, stage1):
         for name in ("config.json", "model.safetensors", "tokenizer.json", "pfmvg_training.json"):

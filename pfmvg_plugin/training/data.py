@@ -305,6 +305,14 @@ class TrainingData:
         text = text or rec["report"]
         return build_prompt(src.task, conv, rng=rng), swap_sides(text) if flip else text
 
+    def pixels(self, source: int, index: int) -> torch.Tensor:
+        """The model-ready pixel tensor of a record's image (not flipped), from the cache when there is one."""
+        src = self.sources[source]
+        rec = src.records[index]
+        cached = src.images.get(rec["image"])
+        image = cached[0] if cached is not None else self._load_image(src, rec)[0]
+        return image if isinstance(image, torch.Tensor) else self.backbone.encode_image(image)
+
     def example(self, epoch: int, position: int, source: int, index: int) -> dict:
         src = self.sources[source]
         rec = src.records[index]
