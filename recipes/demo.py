@@ -10,7 +10,8 @@
 4. stage 1, PRETRAINING, which stands in for the pretrained MLLM PFMVG starts from (no offline CPU demo has one):
    a. fine-tune ALL of the model on synthshapes, generic grounding data that teaches it to point at what a phrase
       names (``recipes/configs/demo_shapes.yaml``);
-   b. fine-tune ALL of it on the synthcxr train split: radiograph grounding (``recipes/configs/demo_pretrain.yaml``);
+   b. fine-tune ALL of it on radiograph grounding: the synthcxr train split + synthcxr_pretrain
+      (``recipes/configs/demo_pretrain.yaml``);
 5. stage 2, PFMVG: LoRA on the language model + the projector, vision tower frozen, DeepSpeed ZeRO-2
    (``recipes/finetune_lora.py --config recipes/configs/demo_lora.yaml``);
 6. score the stage-1 model and the stage-1 model + LoRA adapter with the real ``lmms-eval`` CLI
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pfmvg_plugin.baselines import BASELINES, PriorBaseline
@@ -48,6 +50,30 @@ LORA_CONFIG = RECIPES / "configs" / "demo_lora.yaml"
 TASK = "synthcxr_grounding"
 CONVENTION = "minigptv2"  # prompts "[refer] ..." and answers {<x1><y1><x2><y2>}, as in the demo configs
 METRICS = ("acc@0.1", "acc@0.3", "acc@0.5", "miou")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ``recipes/finetune_lora.py`` stage of the demo: clock key, run directory, YAML and its ``--*-steps``."""
+
+    key: str
+    run: str
+    config: Path
+    steps: str
+    text: str
+
+
+TRAINING_STAGES = (
+    Stage("stage1a", "stage1a_shapes", SHAPES_CONFIG, "shapes_steps",
+          "stage 1a, PRETRAINING on generic grounding: the stage-0 model, FULL fine-tune (vision tower + projector + "
+          "language model) on synthshapes, DeepSpeed ZeRO-2"),
+    Stage("stage1", "stage1_pretrain", PRETRAIN_CONFIG, "pretrain_steps",
+          "stage 1b, PRETRAINING on radiographs: the stage-1a model, FULL fine-tune on the synthcxr train split + "
+          "synthcxr_pretrain, DeepSpeed ZeRO-2"),
+    Stage("stage2", "stage2_lora", LORA_CONFIG, "lora_steps",
+          "stage 2, PFMVG: LoRA on the language model + projector (vision tower frozen), DeepSpeed ZeRO-2, starting "
+          "from the stage-1 model"),
+)
 
 #: ``--quick``: a smoke run of every step (minutes -> seconds); the numbers mean nothing.
 QUICK = {"n": 48, "vision_steps": 5, "shapes_steps": 6, "pretrain_steps": 12, "lora_steps": 6, "batch_size": 4,
@@ -255,11 +281,10 @@ def main(argv=None) -> int:
     os.environ[DATA_ROOT_ENV] = env[DATA_ROOT_ENV]
     clock = Clock(8)
     runs = out / "runs"
-    stage0, stage1a = runs / "stage0_vision", runs / "stage1a_shapes"
-    stage1, stage2 = runs / "stage1_pretrain", runs / "stage2_lora"
+    stage0, stage1, stage2 = runs / "stage0_vision", runs / "stage1_pretrain", runs / "stage2_lora"
 
     clock.begin("data", f"synthesising {args.n} chest radiographs with boxed findings -> {data_root / 'synthcxr'}, "
-                        f"{args.n} more for vision pretraining -> {data_root / 'synthcxr_pretrain'}, and {args.n} "
+                        f"{args.n} more for pretraining -> {data_root / 'synthcxr_pretrain'}, and {args.n} "
                         f"images of named shapes -> {data_root / 'synthshapes'}")
     workers = min(2, os.cpu_count() or 1)
     for name in ("synthcxr", "synthcxr_pretrain", "synthshapes"):
@@ -285,24 +310,14 @@ def main(argv=None) -> int:
         runs / "stage0_vision.log")
     clock.end()
 
-    clock.begin("stage1a", "stage 1a, PRETRAINING on generic grounding: the stage-0 model, FULL fine-tune (vision "
-                           "tower + projector + language model) on synthshapes, DeepSpeed ZeRO-2")
-    start_from = f"model.path={(stage0 / 'model').resolve()}"
-    run(train_command(args, SHAPES_CONFIG, stage1a, args.shapes_steps, start_from), env, runs / "stage1a_shapes.log")
-    clock.end()
-
-    clock.begin("stage1", "stage 1b, PRETRAINING on radiographs: the stage-1a model, FULL fine-tune on the synthcxr "
-                          "train split, DeepSpeed ZeRO-2")
-    start_from = f"model.path={(stage1a / 'model').resolve()}"
-    run(train_command(args, PRETRAIN_CONFIG, stage1, args.pretrain_steps, start_from), env,
-        runs / "stage1_pretrain.log")
-    clock.end()
-
-    clock.begin("stage2", "stage 2, PFMVG: LoRA on the language model + projector (vision tower frozen), DeepSpeed "
-                          "ZeRO-2, starting from the stage-1 model")
-    start_from = f"model.path={(stage1 / 'model').resolve()}"
-    run(train_command(args, LORA_CONFIG, stage2, args.lora_steps, start_from), env, runs / "stage2_lora.log")
-    clock.end()
+    previous = stage0 / "model"
+    for stage in TRAINING_STAGES:  # each starts from the model the one before wrote
+        clock.begin(stage.key, stage.text)
+        start_from = f"model.path={previous.resolve()}"
+        run(train_command(args, stage.config, runs / stage.run, getattr(args, stage.steps), start_from), env,
+            runs / f"{stage.run}.log")
+        clock.end()
+        previous = runs / stage.run / "model"
 
     clock.begin("lmms_eval", f"scoring with the lmms-eval CLI on {TASK} (before and after the LoRA stage)")
     evals = out / "eval"

@@ -101,6 +101,7 @@ def _demo_module():
 
     spec = importlib.util.spec_from_file_location("pfmvg_demo", ROOT / "recipes" / "demo.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
