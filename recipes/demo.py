@@ -1,6 +1,6 @@
 """`make demo`: the main job end to end on the embedded synthetic data, offline, on a CPU.
 
-1. synthesise chest radiographs with boxed findings (synthcxr), a separate set of them for vision pretraining
+1. synthesise chest radiographs with boxed findings (synthcxr), a separate set of them for stages 0 and 1b
    (synthcxr_pretrain: the next seed, train split only) and named shapes (synthshapes) into ``<out>/data``
    (``$PFMVG_DATA_ROOT`` of every step);
 2. score the image-blind baselines on the test split (the bar a model must clear to show it reads the image);
