@@ -281,7 +281,9 @@ def main(argv=None) -> int:
     os.environ[DATA_ROOT_ENV] = env[DATA_ROOT_ENV]
     clock = Clock(8)
     runs = out / "runs"
-    stage0, stage1, stage2 = runs / "stage0_vision", runs / "stage1_pretrain", runs / "stage2_lora"
+    stage0 = runs / "stage0_vision"
+    run_dirs = {stage.key: runs / stage.run for stage in TRAINING_STAGES}
+    stage1, stage2 = run_dirs["stage1"], run_dirs["stage2"]
 
     clock.begin("data", f"synthesising {args.n} chest radiographs with boxed findings -> {data_root / 'synthcxr'}, "
                         f"{args.n} more for pretraining -> {data_root / 'synthcxr_pretrain'}, and {args.n} "
@@ -314,10 +316,11 @@ def main(argv=None) -> int:
     for stage in TRAINING_STAGES:  # each starts from the model the one before wrote
         clock.begin(stage.key, stage.text)
         start_from = f"model.path={previous.resolve()}"
-        run(train_command(args, stage.config, runs / stage.run, getattr(args, stage.steps), start_from), env,
+        run_dir = run_dirs[stage.key]
+        run(train_command(args, stage.config, run_dir, getattr(args, stage.steps), start_from), env,
             runs / f"{stage.run}.log")
         clock.end()
-        previous = runs / stage.run / "model"
+        previous = run_dir / "model"
 
     clock.begin("lmms_eval", f"scoring with the lmms-eval CLI on {TASK} (before and after the LoRA stage)")
     evals = out / "eval"
