@@ -16,7 +16,13 @@ checkpointing), against the dense bf16 peak (``--peak-tflops``, H100 SXM: 989.4)
 - vision tower, per image: forward only, ``2 N_vis`` per patch token + ``4 L h s^2`` attention (no gradient reaches it);
 - projector, per image token: ``6 N_proj`` (trained).
 
+Throughput levers are compared side by side with ``--variants``: each variant is a ``+``-joined set of options
+(``liger``: Liger kernels; ``compile``: regional ``torch.compile``; ``nodropout``: LoRA dropout 0, so PEFT skips the
+dropout op), ``base`` none; every engine runs every variant and the table gives each step time as a ratio to the
+engine's first variant. The first-step loss column checks that a lever does not change the maths.
+
     python bench/bench_gpu_llava7b.py                            # zero2 (bf16) and zero3_offload on the GPU
+    python bench/bench_gpu_llava7b.py --engines zero2 --variants base,liger,compile,liger+compile+nodropout
     python bench/bench_gpu_llava7b.py --size tiny --steps 3      # CPU smoke run of the same code path
 """
 
@@ -50,6 +56,9 @@ SHAPES = {
                       "num_key_value_heads": 4, "vocab_size": 4096, "max_position_embeddings": 1024,
                       "rms_norm_eps": 1e-5}},
 }
+#: variant option -> config sections it sets (merged over the run's own)
+OPTIONS = {"liger": {"model": {"use_liger_kernel": True}}, "compile": {"model": {"torch_compile": True}},
+           "nodropout": {"lora": {"dropout": 0.0}}}
 LORA = {"r": 64, "alpha": 16, "dropout": 0.05,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
 
@@ -71,8 +80,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=989.4, help="dense bf16 peak for MFU (default H100 SXM)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the checkpoint and runs here (default: temp dir)")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    p.add_argument("--variants", default="base",
+                   help=f"comma-separated throughput variants, each a '+'-joined subset of {','.join(OPTIONS)} or "
+                        "'base' (default base)")
     p.add_argument("--one", choices=list(ENGINES), help=argparse.SUPPRESS)  # internal: one engine, print JSON
-    return p.parse_args(argv)
+    p.add_argument("--variant", default="base", help=argparse.SUPPRESS)  # internal: the variant of --one
+    args = p.parse_args(argv)
+    for variant in [args.variant, *args.variants.split(",")]:
+        unknown = set(variant_options(variant)) - set(OPTIONS)
+        if unknown:
+            p.error(f"unknown variant option(s) {sorted(unknown)} in {variant!r}; choose from {', '.join(OPTIONS)}")
+    return args
+
+
+def variant_options(variant: str) -> list[str]:
+    """``liger+compile`` -> ``["liger", "compile"]``; ``base`` -> ``[]``."""
+    return [o for o in variant.strip().split("+") if o and o != "base"]
 
 
 def build_checkpoint(work: Path, size: str) -> Path:
@@ -148,12 +171,16 @@ def run_one(engine: str, work: Path, args) -> dict:
     data = work / "toy"
     if not (data / "dataset.json").is_file():
         write_toy_grounding(data, n=64, sizes=((512, 480), (480, 512), (512, 512)))
-    out = work / f"run_{engine}"
+    out = work / f"run_{engine}_{args.variant}"
     shutil.rmtree(out, ignore_errors=True)
-    lora = {**LORA, "target_modules": args.lora_targets.split(","), "dropout": args.lora_dropout}
+    sections = {"lora": {**LORA, "target_modules": args.lora_targets.split(","), "dropout": args.lora_dropout},
+                "model": {"gradient_checkpointing": checkpointing, "attn_implementation": "sdpa"}}
+    for option in variant_options(args.variant):
+        for section, values in OPTIONS[option].items():
+            sections[section] = {**sections[section], **values}
+    lora = sections["lora"]
     cfg = toy_config(work / f"llava_{args.size}", data, out, deepspeed=str(DS_DIR / ds_name) if ds_name else None,
-                     lora=lora,
-                     model={"gradient_checkpointing": checkpointing, "attn_implementation": "sdpa"},
+                     lora=lora, model=sections["model"],
                      train={"max_steps": steps, "micro_batch_size": batch, "lr": 2e-4, "log_steps": 1,
                             "precision": "bf16" if torch.cuda.is_available() else "fp32", "auto_resume": False},
                      data={"epoch_size": steps * batch, "max_length": 1024, "num_workers": args.num_workers})
@@ -173,13 +200,14 @@ def run_one(engine: str, work: Path, args) -> dict:
     seq_len = tokens_s * step_s / batch
     flops = count_flops(args.size, seq_len, lora_params) * batch / step_s
     return {
-        "engine": engine, "ds_config": ds_name, "lora_targets": lora["target_modules"], "lora_dropout": lora["dropout"],
+        "engine": engine, "variant": args.variant, "ds_config": ds_name, "lora_targets": lora["target_modules"],
+        "lora_dropout": lora["dropout"],
         "lora_params": lora_params, "num_workers": args.num_workers, "gradient_checkpointing": checkpointing,
         "micro_batch": batch,
         "step_s": step_s, "tokens_per_s": tokens_s, "seq_len": seq_len, "tflops": flops / 1e12,
         "mfu": flops / (args.peak_tflops * 1e12),
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-        "trainable_params": trainable, "final_loss": rows[-1]["loss"],
+        "trainable_params": trainable, "first_loss": rows[0]["loss"], "final_loss": rows[-1]["loss"],
     }
 
 
@@ -196,8 +224,11 @@ def main(argv=None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     build_checkpoint(args.workdir, args.size)
     results = []
-    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        cmd = [sys.executable, __file__, "--one", engine, "--workdir", str(args.workdir), "--size", args.size,
+    jobs = [(e.strip(), v.strip()) for e in args.engines.split(",") if e.strip()
+            for v in args.variants.split(",") if v.strip()]
+    for engine, variant in jobs:
+        cmd = [sys.executable, __file__, "--one", engine, "--variant", variant, "--workdir", str(args.workdir),
+               "--size", args.size,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
                "--offload-batch", str(args.offload_batch), "--peak-tflops", str(args.peak_tflops),
                "--lora-targets", args.lora_targets, "--lora-dropout", str(args.lora_dropout),
@@ -205,8 +236,8 @@ def main(argv=None) -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
         if proc.returncode != 0 or line is None:
-            print(f"{engine} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}", file=sys.stderr)
-            results.append({"engine": engine, "error": proc.stderr[-500:]})
+            print(f"{engine} {variant} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}", file=sys.stderr)
+            results.append({"engine": engine, "variant": variant, "error": proc.stderr[-500:]})
             continue
         results.append(json.loads(line[len("BENCH_JSON "):]))
     import torch
@@ -215,16 +246,19 @@ def main(argv=None) -> int:
     print(f"LLaVA-1.5-{args.size} shapes, random weights, LoRA r={LORA['r']} on {args.lora_targets} (dropout "
           f"{args.lora_dropout}) + projector, {args.num_workers} loader workers, "
           f"median of {args.steps} steps after {args.warmup}; {device}; torch {torch.__version__}")
-    print(f"{'engine':14} {'batch':>5} {'GC':>3} {'step s':>7} {'tokens/s':>9} {'TFLOP/s':>8} {'MFU':>6} "
-          f"{'peak GiB':>9} {'loss':>7}")
+    print(f"{'engine':14} {'variant':24} {'batch':>5} {'GC':>3} {'step s':>7} {'speed-up':>8} {'tokens/s':>9} "
+          f"{'TFLOP/s':>8} {'MFU':>6} {'peak GiB':>9} {'loss 1st':>8} {'last':>7}")
+    first_step: dict[str, float] = {}  # engine -> step time of its first variant
     for r in results:
         if "error" in r:
-            print(f"{r['engine']:14} failed")
+            print(f"{r['engine']:14} {r['variant']:24} failed")
             continue
+        r["speedup"] = first_step.setdefault(r["engine"], r["step_s"]) / r["step_s"]
         peak = f"{r['peak_gpu_gib']:9.1f}" if r["peak_gpu_gib"] is not None else f"{'-':>9}"
-        print(f"{r['engine']:14} {r['micro_batch']:5d} {'yes' if r['gradient_checkpointing'] else 'no':>3} "
-              f"{r['step_s']:7.3f} {r['tokens_per_s']:9.0f} {r['tflops']:8.1f} {r['mfu']:6.1%} {peak} "
-              f"{r['final_loss']:7.3f}")
+        gc = "yes" if r["gradient_checkpointing"] else "no"
+        print(f"{r['engine']:14} {r['variant']:24} {r['micro_batch']:5d} {gc:>3} {r['step_s']:7.3f} "
+              f"{r['speedup']:7.2f}x {r['tokens_per_s']:9.0f} {r['tflops']:8.1f} {r['mfu']:6.1%} "
+              f"{peak} {r['first_loss']:8.4f} {r['final_loss']:7.3f}")
     if args.json:
         args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "results": results}, indent=2))
     if tmp is not None:

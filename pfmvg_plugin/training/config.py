@@ -62,6 +62,11 @@ class ModelConfig:
     attn_implementation: str | None = None
     #: Keep the vision tower frozen. ``false`` (with ``lora.enabled: false``) trains it too.
     freeze_vision_tower: bool = True
+    #: GPU throughput: Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, LM head + cross-entropy); needs CUDA and
+    #: ``pip install 'pfmvg_plugin[gpu]'``.
+    use_liger_kernel: bool = False
+    #: Regional ``torch.compile`` of the repeated decoder / encoder blocks (not with ZeRO-3).
+    torch_compile: bool = False
 
 
 @dataclass

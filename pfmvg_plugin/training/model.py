@@ -84,6 +84,10 @@ def build_peft_model(cfg: Config, backbone: Backbone, model_path: str, dtype: to
         load_kwargs["quantization_config"] = qconf
         load_kwargs["device_map"] = None if zero_stage == 3 else {"": local_rank}
     model, processor = backbone.load(model_path, dtype, **load_kwargs)
+    if cfg.model.use_liger_kernel:
+        from pfmvg_plugin.training.speed import apply_liger_kernels
+
+        apply_liger_kernels(model)
     if getattr(model.config, "use_cache", None) is not None:
         model.config.use_cache = False
     text_config = getattr(model.config, "text_config", None)

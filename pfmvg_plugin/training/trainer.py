@@ -159,6 +159,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
         torch_dtype,
     )
     from pfmvg_plugin.training.model import build_peft_model, describe_trainable, resolve_model_path
+    from pfmvg_plugin.training.speed import check_options, compile_repeated_blocks
 
     t = cfg.train
     check_reporting(t.report_to)
@@ -168,6 +169,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
     precision = precision_for(t.precision)
     ds_config = resolve_ds_config(cfg.deepspeed, cfg, world.world_size, precision) if use_ds else None
     zero_stage = int(ds_config["zero_optimization"].get("stage", 0)) if ds_config else 0
+    check_options(cfg.model.use_liger_kernel, cfg.model.torch_compile, zero_stage)
     dist.init_process_group(world, use_ds, t.cpu_shm_comm)
     device = dist.device_for(world)
     out = Path(expand_path(t.output_dir))
@@ -203,6 +205,8 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
         engine = DeepSpeedEngine(model, optimizer, scheduler, ds_config)
     else:
         engine = TorchEngine(model, optimizer, scheduler, cfg, precision, device, world.world_size)
+    if cfg.model.torch_compile:
+        compile_repeated_blocks(engine.module)
 
     state = {"global_step": 0, "epoch": 0, "micro_in_epoch": 0}
     layout = {"world_size": world.world_size, "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum,

@@ -1,0 +1,83 @@
+"""Throughput options: regional torch.compile trains to the same losses and adapter as eager; Liger patches the
+language model of each backbone; both refuse set-ups where they cannot work, before any model is loaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers_training import run
+from safetensors.torch import load_file
+
+from pfmvg_plugin.training.config import ConfigError
+from pfmvg_plugin.training.speed import apply_liger_kernels, check_options
+from pfmvg_plugin.training.toy import TEST_TINY_LLAVA, toy_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+def test_regional_compile_trains_like_eager(tiny, toy, tmp_path):
+    runs = {c: run(toy_config(tiny, toy, tmp_path / f"compile_{c}", model={"torch_compile": c}), resume=False)
+            for c in (False, True)}
+    compiled = [m for m in runs[True].engine.module.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    assert len(compiled) == TEST_TINY_LLAVA["vision_layers"] + TEST_TINY_LLAVA["text_layers"]
+    assert {type(m).__name__ for m in compiled} == {"CLIPEncoderLayer", "LlamaDecoderLayer"}
+    assert runs[True].losses == pytest.approx(runs[False].losses, rel=1e-5, abs=1e-5)
+    eager, comp = (load_file(runs[c].adapter_dir / "adapter_model.safetensors") for c in (False, True))
+    assert sorted(comp) == sorted(eager)  # in-place compile: no `_orig_mod.` in the saved names
+    for name in eager:
+        torch.testing.assert_close(comp[name], eager[name], rtol=1e-4, atol=1e-5)
+
+
+def test_compile_with_zero3_is_refused():
+    with pytest.raises(ConfigError, match=r"^model\.torch_compile: .*ZeRO-3.*use ZeRO-2"):
+        check_options(use_liger_kernel=False, torch_compile=True, zero_stage=3)
+    check_options(use_liger_kernel=False, torch_compile=True, zero_stage=2)
+
+
+def test_liger_on_cpu_is_a_clear_error(tiny, toy, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("Liger is allowed on a GPU")
+    with pytest.raises(ConfigError, match=r"^model\.use_liger_kernel: .*need a CUDA GPU"):
+        run(toy_config(tiny, toy, tmp_path, model={"use_liger_kernel": True}))
+
+
+@pytest.fixture
+def liger():
+    pytest.importorskip("liger_kernel.transformers")
+
+
+def _norms(module) -> set[str]:
+    """Class names of the RMSNorms as printed (Liger patches the instances' methods and name, not their class)."""
+    return {m._get_name() for n, m in module.named_modules() if n.endswith("norm")}
+
+
+def test_liger_patches_the_llava_instance_and_its_llama(liger, tiny):
+    """The patch is inspected, not run: Liger's Triton kernels need a GPU (the GPU bench runs them)."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny)
+    other = AutoModelForImageTextToText.from_pretrained(tiny)
+    assert apply_liger_kernels(model) == ["<model>: llava"]
+    assert _norms(model.model.language_model) == {"LigerRMSNorm"}
+    assert model.forward.__func__ is not type(model).forward  # fused LM head + cross-entropy, this instance only
+    assert other.forward.__func__ is type(other).forward
+    assert _norms(other.model.language_model) == {"LlamaRMSNorm"}
+
+
+def test_liger_patches_the_minigptv2_language_model(liger, tmp_path):
+    from pfmvg_plugin.models.minigptv2 import build_tiny_minigptv2
+    from pfmvg_plugin.models.minigptv2.modeling import MiniGPTv2ForConditionalGeneration
+
+    model = MiniGPTv2ForConditionalGeneration.from_pretrained(build_tiny_minigptv2(tmp_path / "mgpt"))
+    assert apply_liger_kernels(model) == ["language_model: llama"]
+    assert _norms(model.language_model) == {"LigerRMSNorm"}
+    assert model.language_model.forward.__func__ is not type(model.language_model).forward
+
+
+def test_liger_without_a_supported_model_type_is_a_clear_error(liger):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, image_size=16, patch_size=8))
+    with pytest.raises(ConfigError, match=r"^model\.use_liger_kernel: Liger has no kernels .*clip_vision_model"):
+        apply_liger_kernels(model)
