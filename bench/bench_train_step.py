@@ -1,5 +1,7 @@
 """Step time of the LoRA recipe: bare torch vs DeepSpeed ZeRO-2 vs ZeRO-3 on the same tiny LLaVA and batches.
 
+``*_compile`` engines add ``model.torch_compile`` (regional compile of each layer; compile time is in the warm-up).
+
 Each engine runs in its own fresh process (so peak RSS is per engine) through the real recipe code
 (:func:`pfmvg_plugin.training.trainer.train`: data loading, forward, backward, optimizer step, logging), on one rank.
 The step time is the median of the per-step wall times the training log records after ``--warmup`` steps.
@@ -20,7 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ENGINES = {"torch": None, "zero2": "zero2.json", "zero3": "zero3.json"}
+#: name -> (DeepSpeed JSON or None, model.torch_compile)
+ENGINES = {"torch": (None, False), "zero2": ("zero2.json", False), "zero3": ("zero3.json", False),
+           "torch_compile": (None, True), "zero2_compile": ("zero2.json", True)}
 DS_DIR = Path(__file__).resolve().parents[1] / "recipes" / "ds"
 
 
@@ -33,7 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=64, help="tiny LLaVA input size (default 64: 64 image tokens)")
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default 16, q/k/v/o + MLP projections)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of torch,zero2,zero3")
+    p.add_argument("--engines", default="torch,zero2,zero3",
+                   help=f"comma-separated subset of {','.join(ENGINES)} (default torch,zero2,zero3)")
     p.add_argument("--workdir", type=Path, default=None, help="keep model, data and runs here (default: a temp dir)")
     p.add_argument("--one", choices=list(ENGINES), help=argparse.SUPPRESS)  # internal: run one engine, print JSON
     return p.parse_args(argv)
@@ -62,8 +67,9 @@ def run_one(engine: str, work: Path, args) -> dict:
 
     model, data = prepare(work, args)
     out = work / f"run_{engine}"
-    ds = str(DS_DIR / ENGINES[engine]) if ENGINES[engine] else None
-    cfg = toy_config(model, data, out, deepspeed=ds,
+    ds_name, compile_ = ENGINES[engine]
+    cfg = toy_config(model, data, out, deepspeed=str(DS_DIR / ds_name) if ds_name else None,
+                     model={"torch_compile": compile_},
                      lora={"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.05,
                            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                               "down_proj"]},
@@ -118,9 +124,9 @@ def main(argv=None) -> int:
     print(f"tiny LLaVA {args.image_size}px ({(args.image_size // 8) ** 2} image tokens), LoRA r={args.lora_r} on "
           f"q/k/v/o/gate/up/down + projector, micro batch {args.batch}, 1 rank, {args.threads} thread(s), fp32, "
           f"median of {args.steps} steps after {args.warmup}")
-    print(f"{'engine':8} {'step ms':>9} {'p90 ms':>8} {'tokens/s':>9} {'x bare':>7} {'peak RSS MiB':>13} {'loss':>7}")
+    print(f"{'engine':13} {'step ms':>9} {'p90 ms':>8} {'tokens/s':>9} {'x bare':>7} {'peak RSS MiB':>13} {'loss':>7}")
     for r in results:
-        print(f"{r['engine']:8} {r['step_ms']:9.1f} {r['step_ms_p90']:8.1f} {r['tokens_per_s']:9.0f} "
+        print(f"{r['engine']:13} {r['step_ms']:9.1f} {r['step_ms_p90']:8.1f} {r['tokens_per_s']:9.0f} "
               f"{r['step_ms'] / base['step_ms']:7.2f} {r['peak_rss_mib']:13.0f} {r['final_loss']:7.4f}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); {os.cpu_count()} CPUs; "
           f"{platform.processor() or platform.machine()}; python {platform.python_version()}")

@@ -88,6 +88,8 @@ def test_overrides_set_nested_keys_and_are_validated(tmp_path):
     assert cfg.train.lr == pytest.approx(1e-5) and cfg.data.datasets[1].ratio == 3.0
     assert cfg.lora.target_modules == ["q_proj"] and cfg.deepspeed == "zero3.json" and cfg.train.max_steps is None
     assert cfg.config_dir == str(tmp_path)
+    for plain in ("deepspeed=none", "deepspeed=null", "deepspeed=None"):  # README: `torchrun ... deepspeed=none`
+        assert load_config(path, [plain]).deepspeed is None
     with pytest.raises(ConfigError, match=r"^train\.bogus: unknown key"):
         load_config(path, ["train.bogus=1"])
     with pytest.raises(ConfigError, match=r"data\.datasets\.5"):

@@ -359,6 +359,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("train.betas", f"expected two numbers in [0, 1), got {t.betas}")
     if t.max_grad_norm is not None and t.max_grad_norm <= 0:
         raise ConfigError("train.max_grad_norm", f"must be > 0 or null, got {t.max_grad_norm}")
+    if isinstance(cfg.deepspeed, str) and cfg.deepspeed.strip().lower() in ("none", ""):
+        cfg.deepspeed = None  # `deepspeed=none` on the command line, like `--deepspeed none`
     if cfg.deepspeed is not None and not isinstance(cfg.deepspeed, (str, dict)):
         raise ConfigError("deepspeed", f"expected a JSON path, a mapping or null, got {cfg.deepspeed!r}")
 
