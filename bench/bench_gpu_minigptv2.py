@@ -23,6 +23,7 @@ bf16 peak (``--peak-tflops``, H100 SXM: 989):
 
     python bench/bench_gpu_minigptv2.py                        # 7B on the GPU, ZeRO-2 (or torch), batch 4
     python bench/bench_gpu_minigptv2.py --batch 8 --gradient-checkpointing
+    python bench/bench_gpu_minigptv2.py --liger --compile --lora-dropout 0   # the throughput levers of the recipe
     python bench/bench_gpu_minigptv2.py --tiny --steps 2       # CPU smoke run of the same code path
 
 Prints one line ``BENCH_JSON {...}``.
@@ -58,6 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="checkpoint the LLaMA decoder layers")
     p.add_argument("--lora-r", type=int, default=64)
+    p.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout (default 0.05, the papers'; 0 skips "
+                   "the dropout op)")
+    p.add_argument("--liger", action="store_true", help="Liger kernels on the LLaMA (model.use_liger_kernel; CUDA)")
+    p.add_argument("--compile", action="store_true", help="regional torch.compile of the EVA and LLaMA blocks "
+                   "(model.torch_compile)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for MFU (H100 SXM: 989)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -80,8 +86,9 @@ def build_config(tiny: bool):
     return MiniGPTv2Config(vision_config=vision, text_config=text, image_token_index=0)
 
 
-def build_model(config, device, dtype, lora_r: int):
-    """Random weights straight on ``device`` in ``dtype`` (no CPU staging); the papers' PEFT wrapping."""
+def build_model(config, device, dtype, lora_r: int, lora_dropout: float = 0.05, liger: bool = False):
+    """Random weights straight on ``device`` in ``dtype`` (no CPU staging); Liger kernels if asked; the papers' PEFT
+    wrapping."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -96,7 +103,11 @@ def build_model(config, device, dtype, lora_r: int):
         torch.set_default_dtype(previous)
     model.config.text_config.use_cache = False
     model.requires_grad_(False)
-    lora = LoraConfig(r=lora_r, lora_alpha=16, lora_dropout=0.05, bias="none", modules_to_save=["llama_proj"],
+    if liger:
+        from pfmvg_plugin.training.speed import apply_liger_kernels
+
+        apply_liger_kernels(model)
+    lora = LoraConfig(r=lora_r, lora_alpha=16, lora_dropout=lora_dropout, bias="none", modules_to_save=["llama_proj"],
                       target_modules=r".*language_model\..*\.(q_proj|v_proj)")  # the LLaMA only
     return get_peft_model(model, lora)
 
@@ -222,12 +233,20 @@ def main(argv=None) -> int:
     if cuda:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
+    from pfmvg_plugin.training.config import ConfigError
+    from pfmvg_plugin.training.speed import check_options, compile_repeated_blocks
+
+    try:
+        check_options(args.liger, args.compile, zero_stage=2)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     init_distributed(engine_name == "deepspeed", cuda)
     torch.manual_seed(args.seed)
 
     config = build_config(args.tiny)
     t0 = time.perf_counter()
-    model = build_model(config, device, dtype, args.lora_r)
+    model = build_model(config, device, dtype, args.lora_r, args.lora_dropout, args.liger)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -241,6 +260,8 @@ def main(argv=None) -> int:
         engine = DeepSpeedEngine(model, params, 1e-5, device, dtype, args.batch)
     else:
         engine = TorchEngine(model, params, 1e-5, device, dtype)
+    if args.compile:
+        compile_repeated_blocks(model)  # in place: the engine trains the same modules
 
     batch = make_batch(config, args.batch, args.text_tokens, device, dtype, args.seed)
     seq_len = batch["input_ids"].shape[1]
@@ -266,6 +287,7 @@ def main(argv=None) -> int:
         "engine": engine.kind, "dtype": str(dtype).replace("torch.", ""),
         "gradient_checkpointing": args.gradient_checkpointing, "batch": args.batch, "seq_len": seq_len,
         "image_tokens": config.num_image_tokens, "text_tokens": args.text_tokens, "lora_r": args.lora_r,
+        "lora_dropout": args.lora_dropout, "liger": args.liger, "compile": args.compile,
         "trainable_params": trainable, "lora_params": lora_params, "total_params": total,
         "step_s_median": step_s, "step_s_all": times, "tokens_per_s": args.batch * seq_len / step_s,
         "samples_per_s": args.batch / step_s, "model_tflop_per_step": per_step / 1e12,

@@ -31,6 +31,17 @@ def test_tiny_two_steps_print_one_json_line():
     assert result["seq_len"] == 64 + result["image_tokens"]
     assert result["tokens_per_s"] > 0 and 0 < result["mfu"] < 1 and result["loss_last"] > 0
     assert result["engine"] in ("deepspeed_zero2", "torch")
+    assert (result["lora_dropout"], result["liger"], result["compile"]) == (0.05, False, False)
+
+
+def test_liger_without_cuda_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("Liger runs on a GPU")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--liger"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=ROOT)
+    assert proc.returncode == 2 and "model.use_liger_kernel: Liger's Triton kernels need a CUDA GPU" in proc.stderr
 
 
 def test_flop_count_of_the_7b_shapes():
