@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"deepspeed={args.deepspeed}")
     try:
         cfg = load_config(args.config, overrides)
+        from pfmvg_plugin.training import dist
         from pfmvg_plugin.training.data import BadRecordError
         from pfmvg_plugin.training.trainer import train
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         except BadRecordError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        dist.shutdown()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

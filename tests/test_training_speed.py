@@ -16,9 +16,10 @@ from pfmvg_plugin.training.toy import TEST_TINY_LLAVA, toy_config
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
-def test_regional_compile_trains_like_eager(tiny, toy, tmp_path):
+def test_regional_compile_trains_like_eager(tiny, toy, tmp_path, capsys):
     runs = {c: run(toy_config(tiny, toy, tmp_path / f"compile_{c}", model={"torch_compile": c}), resume=False)
             for c in (False, True)}
+    assert capsys.readouterr().out.count(" compiled_blocks=4") == 1
     compiled = [m for m in runs[True].engine.module.modules() if getattr(m, "_compiled_call_impl", None) is not None]
     assert len(compiled) == TEST_TINY_LLAVA["vision_layers"] + TEST_TINY_LLAVA["text_layers"]
     assert {type(m).__name__ for m in compiled} == {"CLIPEncoderLayer", "LlamaDecoderLayer"}

@@ -144,6 +144,16 @@ def init_process_group(world: World, use_deepspeed: bool, shm_comm: str = "auto"
         tdist.init_process_group(backend=backend)
 
 
+def shutdown() -> None:
+    """Leave the process group at the end of a launched run: a group still alive at interpreter exit can abort the
+    process in its threads' teardown (``terminate called without an active exception``) after the work is done."""
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        barrier()
+        tdist.destroy_process_group()
+
+
 def barrier() -> None:
     import torch.distributed as tdist
 

@@ -205,8 +205,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
         engine = DeepSpeedEngine(model, optimizer, scheduler, ds_config)
     else:
         engine = TorchEngine(model, optimizer, scheduler, cfg, precision, device, world.world_size)
-    if cfg.model.torch_compile:
-        compile_repeated_blocks(engine.module)
+    compiled = compile_repeated_blocks(engine.module) if cfg.model.torch_compile else 0
 
     state = {"global_step": 0, "epoch": 0, "micro_in_epoch": 0}
     layout = {"world_size": world.world_size, "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum,
@@ -242,8 +241,10 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
         (out / "run_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if ds_config is not None:
             (out / "ds_config.json").write_text(json.dumps(ds_config, indent=2) + "\n")
+    levers = "".join([" liger_kernel=on" if cfg.model.use_liger_kernel else "",
+                      f" compiled_blocks={compiled}" if compiled else ""])
     _say(is_main, f"engine={engine.kind} zero_stage={zero_stage} precision={precision} world_size={world.world_size} "
-                  f"steps={total_steps} ({steps_per_epoch}/epoch, epoch_size={data.epoch_size})")
+                  f"steps={total_steps} ({steps_per_epoch}/epoch, epoch_size={data.epoch_size}){levers}")
 
     logger = RunLogger(out, is_main, t.report_to, cfg, state["global_step"] if ckpt is not None else None)
     bar = tqdm(total=total_steps, initial=state["global_step"], desc="train", unit="step",
