@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = list(args.overrides)
     if args.deepspeed is not None:
-        overrides.append("deepspeed=null" if args.deepspeed.lower() in ("none", "null", "") else
-                         f"deepspeed={args.deepspeed}")
+        overrides.append(f"deepspeed={args.deepspeed}")  # `none` is read as plain torch, as in the YAML
     try:
         cfg = load_config(args.config, overrides)
         from pfmvg_plugin.training import dist

@@ -48,32 +48,41 @@ def liger():
     pytest.importorskip("liger_kernel.transformers")
 
 
-def _norms(module) -> set[str]:
-    """Class names of the RMSNorms as printed (Liger patches the instances' methods and name, not their class)."""
-    return {m._get_name() for n, m in module.named_modules() if n.endswith("norm")}
+def liger_check(mode: str, backbone: str, model_dir, *args, interpret: bool = False) -> dict:
+    """tests/liger_check.py in its own process (Liger patches transformers module-wide)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"TRITON_INTERPRET": "1"} if interpret else {})}
+    script = Path(__file__).with_name("liger_check.py")
+    proc = subprocess.run([sys.executable, str(script), mode, backbone, str(model_dir), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("LIGER_CHECK ")]
+    return json.loads(line[len("LIGER_CHECK "):])
+
+
+@pytest.fixture(scope="module")
+def tiny_mgpt(tmp_path_factory):
+    from pfmvg_plugin.models.minigptv2 import build_tiny_minigptv2
+
+    return build_tiny_minigptv2(tmp_path_factory.mktemp("tiny_minigptv2") / "model")
 
 
 def test_liger_patches_the_llava_instance_and_its_llama(liger, tiny):
-    """The patch is inspected, not run: Liger's Triton kernels need a GPU (the GPU bench runs them)."""
-    from transformers import AutoModelForImageTextToText
-
-    model = AutoModelForImageTextToText.from_pretrained(tiny)
-    other = AutoModelForImageTextToText.from_pretrained(tiny)
-    assert apply_liger_kernels(model) == ["<model>: llava"]
-    assert _norms(model.model.language_model) == {"LigerRMSNorm"}
-    assert model.forward.__func__ is not type(model).forward  # fused LM head + cross-entropy, this instance only
-    assert other.forward.__func__ is type(other).forward
-    assert _norms(other.model.language_model) == {"LlamaRMSNorm"}
+    """Inspected, not run: Liger's RMSNorm and SwiGLU kernels need a GPU (the GPU bench runs them)."""
+    r = liger_check("patch", "llava", tiny)
+    assert r["patched"] == ["<model>: llava"] and r["norms"] == ["LigerRMSNorm"]
+    assert r["fused"] and not r["other_fused"]  # the LM head + loss fusion is on this instance only
 
 
-def test_liger_patches_the_minigptv2_language_model(liger, tmp_path):
-    from pfmvg_plugin.models.minigptv2 import build_tiny_minigptv2
-    from pfmvg_plugin.models.minigptv2.modeling import MiniGPTv2ForConditionalGeneration
-
-    model = MiniGPTv2ForConditionalGeneration.from_pretrained(build_tiny_minigptv2(tmp_path / "mgpt"))
-    assert apply_liger_kernels(model) == ["language_model: llama"]
-    assert _norms(model.language_model) == {"LigerRMSNorm"}
-    assert model.language_model.forward.__func__ is not type(model.language_model).forward
+def test_liger_patches_the_minigptv2_language_model(liger, tiny_mgpt):
+    r = liger_check("patch", "minigptv2", tiny_mgpt)
+    assert r["patched"] == ["language_model: llama"] and r["norms"] == ["LigerRMSNorm"]
+    assert r["fused"] and not r["other_fused"]
 
 
 def test_liger_without_a_supported_model_type_is_a_clear_error(liger):
@@ -82,32 +91,18 @@ def test_liger_without_a_supported_model_type_is_a_clear_error(liger):
     model = CLIPVisionModel(CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                              num_attention_heads=2, image_size=16, patch_size=8))
     with pytest.raises(ConfigError, match=r"^model\.use_liger_kernel: Liger has no kernels .*clip_vision_model"):
-        apply_liger_kernels(model)
+        apply_liger_kernels(model)  # nothing matched, so nothing was patched: safe in this process
+    from transformers.models.llama import modeling_llama
+
+    assert modeling_llama.LlamaRMSNorm.__module__ == modeling_llama.__name__  # no Liger leaked into this process
 
 
 @pytest.mark.parametrize("backbone", ["llava", "minigptv2"])
-def test_liger_fused_loss_matches_on_our_batches(liger, backbone, tiny, toy, tmp_path):
+def test_liger_fused_loss_matches_on_our_batches(liger, backbone, tiny, tiny_mgpt, toy, tmp_path):
     """Liger's kernels really run here, in Triton's CPU interpreter: the fused LM head + cross-entropy and RoPE give
     the unpatched loss and gradient on our batches (answer-only labels, image tokens spliced in)."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    if backbone == "llava":
-        model_dir = tiny
-    else:
-        from pfmvg_plugin.models.minigptv2 import build_tiny_minigptv2
-
-        model_dir = build_tiny_minigptv2(tmp_path / "mgpt")
-    script = Path(__file__).with_name("liger_interpreter_check.py")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(script), backbone, str(model_dir), str(toy), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("LIGER_CHECK ")]
-    r = json.loads(line[len("LIGER_CHECK "):])
+    r = liger_check("numerics", backbone, tiny if backbone == "llava" else tiny_mgpt, toy, tmp_path / "out",
+                    interpret=True)
     assert r["fused"]
     assert r["liger_loss"] == pytest.approx(r["loss"], rel=1e-5)
     assert r["grad_max"] > 0 and r["grad_max_diff"] <= 1e-4 * r["grad_max"]

@@ -3,7 +3,9 @@ and regional ``torch.compile`` (``model.torch_compile``).
 
 - Liger replaces RMSNorm, RoPE and SwiGLU of a supported language model and fuses the LM head with the
   cross-entropy (no logits tensor). It patches the model *instance*: the top model when Liger knows its type (LLaVA),
-  else each supported sub-model (MiniGPT-v2's ``language_model``). CUDA only.
+  else each supported sub-model (MiniGPT-v2's ``language_model``). CUDA only. Liger also swaps transformers'
+  module-level classes and functions of that model type (``LlamaRMSNorm``, ``apply_rotary_pos_emb``), so a model of
+  the same type built later in the same process gets the kernels too.
 - ``torch_compile`` compiles the repeated blocks (decoder / encoder layers) in place, one graph reused by every
   layer of a stack (PyTorch's "regional compilation"): compile time stays that of one layer, parameter names stay as
   they are (adapters save unchanged) and DeepSpeed's hooks stay outside the graphs. Unlike accelerate's
