@@ -4,6 +4,8 @@ batches; both options refuse set-ups where they cannot work, before any model is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers_training import run
@@ -16,8 +18,11 @@ from pfmvg_plugin.training.toy import TEST_TINY_LLAVA, toy_config
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
-def test_regional_compile_trains_like_eager(tiny, toy, tmp_path, capsys):
-    runs = {c: run(toy_config(tiny, toy, tmp_path / f"compile_{c}", model={"torch_compile": c}), resume=False)
+@pytest.mark.parametrize("zero2_gc", [False, True], ids=["torch", "zero2-checkpointing"])
+def test_regional_compile_trains_like_eager(tiny, toy, tmp_path, capsys, zero2_gc):
+    ds = str(Path(__file__).resolve().parents[1] / "recipes" / "ds" / "zero2.json") if zero2_gc else None
+    runs = {c: run(toy_config(tiny, toy, tmp_path / f"compile_{c}", deepspeed=ds,
+                              model={"torch_compile": c, "gradient_checkpointing": zero2_gc}), resume=False)
             for c in (False, True)}
     assert capsys.readouterr().out.count(" compiled_blocks=4") == 1
     compiled = [m for m in runs[True].engine.module.modules() if getattr(m, "_compiled_call_impl", None) is not None]
@@ -54,7 +59,6 @@ def liger_check(mode: str, backbone: str, model_dir, *args, interpret: bool = Fa
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", **({"TRITON_INTERPRET": "1"} if interpret else {})}
     script = Path(__file__).with_name("liger_check.py")
