@@ -15,7 +15,7 @@ from pfmvg_plugin.geometry import hflip_box
 from pfmvg_plugin.prompts import get_prompts
 from pfmvg_plugin.training.backbones import IGNORE_INDEX, ImageTransform
 from pfmvg_plugin.training.config import ConfigError, DataConfig, DatasetSpec
-from pfmvg_plugin.training.data import BadRecordError, StepSampler, TrainingData, swap_sides
+from pfmvg_plugin.training.data import BadRecordError, StepSampler, TrainingData, group_by_length, swap_sides
 from pfmvg_plugin.training.toy import ensure_tiny_llava, write_toy_grounding, write_toy_text
 
 
@@ -132,6 +132,49 @@ def test_step_sampler_resumes_mid_epoch_and_splits_ranks():
     positions = sorted(k[1] for batch in r0 + full for k in batch)
     assert positions == list(range(24))
     assert full[0] == [(2, 3, 0, 20), (2, 4, 0, 19), (2, 5, 0, 18)]
+
+
+@pytest.mark.parametrize("n,window", [(23, 5), (10, 10), (7, 20)])
+def test_group_by_length_sorts_each_window_and_keeps_the_epoch(n, window):
+    rng = np.random.default_rng(n)
+    order = np.stack([rng.integers(0, 3, n), rng.permutation(n)], axis=1)
+    lengths = rng.integers(1, 6, n)  # ties: the sort must be stable
+    grouped = group_by_length(order, lengths, window)
+    assert (grouped == group_by_length(order, lengths, window)).all()
+    for start in range(0, n, window):
+        before, after = order[start:start + window], grouped[start:start + window]
+        assert sorted(map(tuple, after.tolist())) == sorted(map(tuple, before.tolist()))  # same examples, same window
+        by_key = {tuple(o): int(length) for o, length in zip(before.tolist(), lengths[start:start + window])}
+        got = [by_key[tuple(o)] for o in after.tolist()]
+        assert got == sorted(got, reverse=True)
+        expect = [tuple(before[i]) for i in sorted(range(len(before)), key=lambda i: -lengths[start + i])]
+        assert [tuple(o) for o in after.tolist()] == expect  # stable: equal lengths keep their shuffled order
+
+
+def test_group_by_length_cuts_report_padding(backbone, tmp_path):
+    from pfmvg_plugin.data.store import write_dataset
+
+    root = tmp_path / "reports"
+    (root / "images").mkdir(parents=True)
+    Image.new("L", (40, 40), 40).save(root / "images" / "blank.png")
+    sentence = "Small left pleural effusion with adjacent atelectasis. "
+    rng = np.random.default_rng(0)
+    records = [{"id": f"r{i}", "task": "report", "source": "toyreports", "split": "train", "image": "images/blank.png",
+                "width": 40, "height": 40, "meta": {}, "report": sentence * int(rng.integers(1, 12))}
+               for i in range(48)]
+    write_dataset(root, "toyreports", records, image_root=root)
+    data = TrainingData(data_cfg({"path": str(root)}), backbone, seed=0)
+    order = data.epoch_order(0)
+    lengths = data.text_lengths(order)
+    assert lengths.tolist() == [len(records[i]["report"]) for i in order[:, 1]]
+
+    def padding(order) -> int:
+        batches = [order[i:i + 4] for i in range(0, len(order), 4)]
+        return sum(int((backbone.collate([data.example(0, 0, int(s), int(r)) for s, r in b])["attention_mask"] == 0)
+                       .sum()) for b in batches)
+
+    plain, grouped = padding(order), padding(group_by_length(order, lengths, 24))
+    assert plain > 0 and grouped < plain / 2
 
 
 def _write_bad_records(root):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -149,3 +150,14 @@ def test_resume_refuses_a_changed_data_layout(tiny, toy, tmp_path):
     assert fresh.resumed_from is None and fresh.global_step == 2
     assert len(list(out.glob("checkpoints.old-*/step-00000002"))) == 1  # the other run's checkpoints kept aside
     assert [r["step"] for r in log_rows(out)] == [1, 2]
+
+
+def test_group_by_length_trains_and_is_part_of_the_resume_layout(tiny, toy, tmp_path):
+    out = tmp_path / "run"
+    run(config(tiny, toy, out, max_steps=2))  # a checkpoint without grouping
+    with pytest.raises(ConfigError, match=r"^train: cannot resume .*group_by_length.: \(False, True\)"):
+        run(toy_config(tiny, toy, out, lora={"dropout": 0.1}, data={"hflip": 0.5, "group_by_length": True},
+                       train={"max_steps": 4, "save_steps": 2, "auto_resume": True}))
+    grouped = run(toy_config(tiny, toy, tmp_path / "grouped", data={"group_by_length": True},
+                             train={"max_steps": 4, "save_steps": 2}))
+    assert grouped.global_step == 4 and all(np.isfinite(grouped.losses))

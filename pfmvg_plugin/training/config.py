@@ -121,6 +121,10 @@ class DataConfig:
     num_workers: int = 0
     #: Longest sequence (image tokens included); a longer example is an error naming the record. Null: no limit.
     max_length: int | None = None
+    #: Put examples of similar text length in the same micro-batch (as transformers' ``group_by_length``): less
+    #: padding, so more useful tokens per step when answers vary in length (reports). Within windows of 50 optimizer
+    #: steps the epoch order is sorted longest first; still a pure function of (seed, epoch).
+    group_by_length: bool = False
 
 
 @dataclass

@@ -282,6 +282,19 @@ class TrainingData:
         order = np.concatenate(parts)
         return order[rng.permutation(len(order))]
 
+    def text_lengths(self, order: np.ndarray) -> np.ndarray:
+        """Characters of each ordered example's variable text (phrase, question + answer, report): a cheap
+        stand-in for its token count, for :func:`group_by_length`."""
+        def length(source: int, index: int) -> int:
+            src, rec = self.sources[source], self.sources[source].records[index]
+            if src.task == "refer":
+                return len(rec["phrase"])
+            if src.task == "vqa":
+                return len(rec["question"]) + len(rec["answer"])
+            return len(rec.get("caption") or (rec.get("meta") or {}).get("caption") or rec.get("report") or "")
+
+        return np.array([length(int(s), int(i)) for s, i in order], dtype=np.int64)
+
     # ---- examples ----------------------------------------------------------------------------------------------------
     def sample_rng(self, epoch: int, position: int) -> random.Random:
         return random.Random(f"pfmvg:{self.seed}:{epoch}:{position}")
@@ -347,6 +360,17 @@ class TrainingData:
                         for s in self.sources],
             "bad_records": self.bad.to_dict(),
         }
+
+
+def group_by_length(order: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
+    """``order`` with each run of ``window`` positions sorted by ``lengths``, longest first (stable), so consecutive
+    positions -- one micro-batch -- have similar lengths while the epoch stays shuffled across windows. The first
+    window's longest examples come first: a run that would run out of memory does so at once."""
+    out = order.copy()
+    for start in range(0, len(order), window):
+        idx = np.argsort(-lengths[start:start + window], kind="stable")
+        out[start:start + window] = order[start:start + window][idx]
+    return out
 
 
 class KeyedDataset(torch.utils.data.Dataset):

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Testing hook: SIGKILL this process right after optimizer step N (and its checkpoint, if one is due).
 KILL_ENV = "PFMVG_TRAIN_KILL_AFTER_STEP"
+#: ``data.group_by_length`` sorts the epoch order within windows of this many optimizer steps.
+LENGTH_WINDOW_STEPS = 50
 LOG_FILE = "train_log.jsonl"
 
 
@@ -148,7 +150,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
     from tqdm.auto import tqdm
 
     from pfmvg_plugin.training.backbones import get_backbone
-    from pfmvg_plugin.training.data import StepSampler, TrainingData, make_loader
+    from pfmvg_plugin.training.data import StepSampler, TrainingData, group_by_length, make_loader
     from pfmvg_plugin.training.engine import (
         DeepSpeedEngine,
         TorchEngine,
@@ -209,7 +211,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
 
     state = {"global_step": 0, "epoch": 0, "micro_in_epoch": 0}
     layout = {"world_size": world.world_size, "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum,
-              "seed": t.seed, "epoch_size": data.epoch_size}
+              "seed": t.seed, "epoch_size": data.epoch_size, "group_by_length": cfg.data.group_by_length}
     ckpt = latest_checkpoint(out) if (resume or (resume is None and t.auto_resume)) else None
     if resume and ckpt is None:
         _say(is_main, f"--resume: no checkpoint in {out / 'checkpoints'}; starting from scratch")
@@ -226,6 +228,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
     dist.barrier()
     if ckpt is not None:
         saved = json.loads((ckpt / STATE_FILE).read_text())
+        saved.setdefault("group_by_length", False)  # checkpoints written before the option existed
         changed = {k: (saved.get(k), v) for k, v in layout.items() if saved.get(k) != v}
         if changed:
             raise ConfigError("train", f"cannot resume {ckpt}: the data order depends on settings that changed "
@@ -260,8 +263,11 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
     try:
         while global_step < total_steps:
             epoch = state["epoch"]
-            sampler = StepSampler(data.epoch_order(epoch), epoch, t.micro_batch_size, world.world_size, world.rank,
-                                  n_micro, state["micro_in_epoch"])
+            order = data.epoch_order(epoch)
+            if cfg.data.group_by_length:
+                order = group_by_length(order, data.text_lengths(order), LENGTH_WINDOW_STEPS * per_micro * t.grad_accum)
+            sampler = StepSampler(order, epoch, t.micro_batch_size, world.world_size, world.rank, n_micro,
+                                  state["micro_in_epoch"])
             loader = make_loader(data, sampler, cfg.data.num_workers, backbone.collate)
             for batch in loader:
                 tokens += int(batch["attention_mask"].sum())
