@@ -84,19 +84,16 @@ def config(work: Path, grouped: bool, args):
 
 def padded_share(work: Path, grouped: bool, args) -> float:
     """Padding tokens / all tokens over the steps the run takes (the trainer's epoch order, one rank)."""
+    from transformers import AutoProcessor
+
     from pfmvg_plugin.training.backbones import get_backbone
-    from pfmvg_plugin.training.data import TrainingData, group_by_length
-    from pfmvg_plugin.training.trainer import LENGTH_WINDOW_STEPS
+    from pfmvg_plugin.training.data import TrainingData
 
     cfg = config(work, grouped, args)
     backbone = get_backbone("llava")
-    from transformers import AutoProcessor
-
     backbone.attach(None, AutoProcessor.from_pretrained(work / "tiny_llava"))
     data = TrainingData(cfg.data, backbone, seed=cfg.train.seed)
-    order = data.epoch_order(0)
-    if grouped:
-        order = group_by_length(order, data.text_lengths(order), LENGTH_WINDOW_STEPS * args.batch)
+    order = data.step_order(0, args.batch)
     pad = total = 0
     for step in range(args.warmup + args.steps):
         keys = order[step * args.batch:(step + 1) * args.batch]

@@ -164,16 +164,19 @@ def test_group_by_length_cuts_report_padding(backbone, tmp_path):
                for i in range(48)]
     write_dataset(root, "toyreports", records, image_root=root)
     data = TrainingData(data_cfg({"path": str(root)}), backbone, seed=0)
+    grouping = TrainingData(data_cfg({"path": str(root)}, group_by_length=True), backbone, seed=0)
     order = data.epoch_order(0)
     lengths = data.text_lengths(order)
     assert lengths.tolist() == [len(records[i]["report"]) for i in order[:, 1]]
+    assert (data.step_order(0, 4) == order).all()  # off: the plain epoch order
+    assert (grouping.step_order(0, 4) == group_by_length(order, lengths, 50 * 4)).all()
 
     def padding(order) -> int:
         batches = [order[i:i + 4] for i in range(0, len(order), 4)]
         return sum(int((backbone.collate([data.example(0, 0, int(s), int(r)) for s, r in b])["attention_mask"] == 0)
                        .sum()) for b in batches)
 
-    plain, grouped = padding(order), padding(group_by_length(order, lengths, 24))
+    plain, grouped = padding(order), padding(grouping.step_order(0, 4))
     assert plain > 0 and grouped < plain / 2
 
 

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: ``preprocess: memory`` keeps model-ready pixel tensors when all images fit in this many bytes, else resized images.
 PIXEL_CACHE_BYTES = 1 << 30
+#: ``data.group_by_length`` sorts the epoch order within windows of this many optimizer steps (transformers: 50).
+LENGTH_WINDOW_STEPS = 50
 _TASK_RECORD = {"refer": "grounding", "vqa": "vqa", "report": "report", "caption": None}
 _SIDES = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
@@ -282,16 +284,25 @@ class TrainingData:
         order = np.concatenate(parts)
         return order[rng.permutation(len(order))]
 
+    def step_order(self, epoch: int, samples_per_step: int) -> np.ndarray:
+        """The order the trainer walks: :meth:`epoch_order`, and with ``group_by_length`` each window of
+        :data:`LENGTH_WINDOW_STEPS` optimizer steps (of ``samples_per_step``) sorted longest first."""
+        order = self.epoch_order(epoch)
+        if not self.cfg.group_by_length:
+            return order
+        return group_by_length(order, self.text_lengths(order), LENGTH_WINDOW_STEPS * samples_per_step)
+
     def text_lengths(self, order: np.ndarray) -> np.ndarray:
-        """Characters of each ordered example's variable text (phrase, question + answer, report): a cheap
-        stand-in for its token count, for :func:`group_by_length`."""
+        """Characters of each ordered example's variable text (phrase, question + answer, report or caption): a
+        cheap stand-in for its token count."""
         def length(source: int, index: int) -> int:
             src, rec = self.sources[source], self.sources[source].records[index]
             if src.task == "refer":
                 return len(rec["phrase"])
             if src.task == "vqa":
                 return len(rec["question"]) + len(rec["answer"])
-            return len(rec.get("caption") or (rec.get("meta") or {}).get("caption") or rec.get("report") or "")
+            caption = rec.get("caption") or (rec.get("meta") or {}).get("caption") if src.task == "caption" else None
+            return len(caption or rec.get("report") or "")
 
         return np.array([length(int(s), int(i)) for s, i in order], dtype=np.int64)
 

@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 #: Testing hook: SIGKILL this process right after optimizer step N (and its checkpoint, if one is due).
 KILL_ENV = "PFMVG_TRAIN_KILL_AFTER_STEP"
-#: ``data.group_by_length`` sorts the epoch order within windows of this many optimizer steps.
-LENGTH_WINDOW_STEPS = 50
 LOG_FILE = "train_log.jsonl"
 
 
@@ -150,7 +148,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
     from tqdm.auto import tqdm
 
     from pfmvg_plugin.training.backbones import get_backbone
-    from pfmvg_plugin.training.data import StepSampler, TrainingData, group_by_length, make_loader
+    from pfmvg_plugin.training.data import StepSampler, TrainingData, make_loader
     from pfmvg_plugin.training.engine import (
         DeepSpeedEngine,
         TorchEngine,
@@ -263,11 +261,8 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
     try:
         while global_step < total_steps:
             epoch = state["epoch"]
-            order = data.epoch_order(epoch)
-            if cfg.data.group_by_length:
-                order = group_by_length(order, data.text_lengths(order), LENGTH_WINDOW_STEPS * per_micro * t.grad_accum)
-            sampler = StepSampler(order, epoch, t.micro_batch_size, world.world_size, world.rank, n_micro,
-                                  state["micro_in_epoch"])
+            sampler = StepSampler(data.step_order(epoch, per_micro * t.grad_accum), epoch, t.micro_batch_size,
+                                  world.world_size, world.rank, n_micro, state["micro_in_epoch"])
             loader = make_loader(data, sampler, cfg.data.num_workers, backbone.collate)
             for batch in loader:
                 tokens += int(batch["attention_mask"].sum())
