@@ -34,10 +34,11 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from isolated import emit, run_isolated  # bench/isolated.py (the script's own folder is on sys.path)
 
 DS_DIR = Path(__file__).resolve().parents[1] / "recipes" / "ds"
 #: name -> (DeepSpeed JSON, gradient checkpointing)
@@ -215,7 +216,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("PFMVG_NO_PROGRESS", "1")
     if args.one:
-        print("BENCH_JSON " + json.dumps(run_one(args.one, args.workdir, args)), flush=True)
+        emit(run_one(args.one, args.workdir, args))
         return 0
     tmp = None
     if args.workdir is None:
@@ -227,19 +228,13 @@ def main(argv=None) -> int:
     jobs = [(e.strip(), v.strip()) for e in args.engines.split(",") if e.strip()
             for v in args.variants.split(",") if v.strip()]
     for engine, variant in jobs:
-        cmd = [sys.executable, __file__, "--one", engine, "--variant", variant, "--workdir", str(args.workdir),
-               "--size", args.size,
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
-               "--offload-batch", str(args.offload_batch), "--peak-tflops", str(args.peak_tflops),
-               "--lora-targets", args.lora_targets, "--lora-dropout", str(args.lora_dropout),
-               "--num-workers", str(args.num_workers)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-        if proc.returncode != 0 or line is None:
-            print(f"{engine} {variant} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}", file=sys.stderr)
-            results.append({"engine": engine, "variant": variant, "error": proc.stderr[-500:]})
-            continue
-        results.append(json.loads(line[len("BENCH_JSON "):]))
+        result = run_isolated(__file__, [
+            "--one", engine, "--variant", variant, "--workdir", str(args.workdir), "--size", args.size,
+            "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+            "--offload-batch", str(args.offload_batch), "--peak-tflops", str(args.peak_tflops),
+            "--lora-targets", args.lora_targets, "--lora-dropout", str(args.lora_dropout),
+            "--num-workers", str(args.num_workers)])
+        results.append({"engine": engine, "variant": variant, **result})
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"

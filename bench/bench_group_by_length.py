@@ -17,10 +17,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from isolated import emit, run_isolated  # bench/isolated.py (the script's own folder is on sys.path)
 
 SENTENCES = (
     "The heart size is normal.", "The cardiomediastinal silhouette is within normal limits.",
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("PFMVG_NO_PROGRESS", "1")
     if args.one:
-        print("BENCH_JSON " + json.dumps(run_one(args.workdir, args.one == "grouped", args)), flush=True)
+        emit(run_one(args.workdir, args.one == "grouped", args))
         return 0
     tmp = None
     if args.workdir is None:
@@ -131,18 +132,12 @@ def main(argv=None) -> int:
     write_reports(args.workdir / "reports", args.reports, args.median_words)
     results = {}
     for name in ("plain", "grouped"):
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-        env["OMP_NUM_THREADS"] = "1"
-        cmd = [sys.executable, __file__, "--one", name, "--workdir", str(args.workdir), "--batch", str(args.batch),
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--reports", str(args.reports)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-        if proc.returncode != 0 or line is None:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        result = run_isolated(__file__, [
+            "--one", name, "--workdir", str(args.workdir), "--batch", str(args.batch), "--steps", str(args.steps),
+            "--warmup", str(args.warmup), "--reports", str(args.reports)], threads=1)
+        if "error" in result:
             return 1
-        results[name] = {**json.loads(line[len("BENCH_JSON "):]),
-                         "padded_share": padded_share(args.workdir, name == "grouped", args)}
+        results[name] = {**result, "padded_share": padded_share(args.workdir, name == "grouped", args)}
     print(f"tiny LLaVA 64 px (64 image tokens) + LoRA r16, {args.reports} reports (median {args.median_words:g} "
           f"words, log-normal), micro batch {args.batch}, 1 rank, 1 thread, median of {args.steps} steps after "
           f"{args.warmup}")

@@ -17,10 +17,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from isolated import emit, run_isolated  # bench/isolated.py (the script's own folder is on sys.path)
 
 #: name -> (DeepSpeed JSON or None, model.torch_compile)
 ENGINES = {"torch": (None, False), "zero2": ("zero2.json", False), "zero3": ("zero3.json", False),
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("PFMVG_NO_PROGRESS", "1")
     if args.one:
-        print("BENCH_JSON " + json.dumps(run_one(args.one, args.workdir, args)), flush=True)
+        emit(run_one(args.one, args.workdir, args))
         return 0
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     tmp = None
@@ -107,18 +108,13 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     results = []
     for engine in engines:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-        env["OMP_NUM_THREADS"] = str(args.threads)
-        cmd = [sys.executable, __file__, "--one", engine, "--workdir", str(args.workdir), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch", str(args.batch), "--image-size", str(args.image_size),
-               "--lora-r", str(args.lora_r), "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-        if proc.returncode != 0 or line is None:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        result = run_isolated(__file__, [
+            "--one", engine, "--workdir", str(args.workdir), "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--batch", str(args.batch), "--image-size", str(args.image_size), "--lora-r", str(args.lora_r),
+            "--threads", str(args.threads)], threads=args.threads)
+        if "error" in result:
             return 1
-        results.append(json.loads(line[len("BENCH_JSON "):]))
+        results.append(result)
     load_after = os.getloadavg()
     base = next((r for r in results if r["engine"] == "torch"), results[0])
     print(f"tiny LLaVA {args.image_size}px ({(args.image_size // 8) ** 2} image tokens), LoRA r={args.lora_r} on "
