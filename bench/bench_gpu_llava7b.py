@@ -35,10 +35,9 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from isolated import emit, run_isolated  # bench/isolated.py (the script's own folder is on sys.path)
+from isolated import emit, run_isolated, work_dir  # bench/isolated.py (the script's own folder is on sys.path)
 
 DS_DIR = Path(__file__).resolve().parents[1] / "recipes" / "ds"
 #: name -> (DeepSpeed JSON, gradient checkpointing)
@@ -218,11 +217,12 @@ def main(argv=None) -> int:
     if args.one:
         emit(run_one(args.one, args.workdir, args))
         return 0
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="pfmvg_gpu_bench_")
-        args.workdir = Path(tmp.name)
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    with work_dir(args.workdir, "pfmvg_gpu_bench_") as args.workdir:
+        return compare(args)
+
+
+def compare(args) -> int:
+    """Every engine x variant in its own process, then the table."""
     build_checkpoint(args.workdir, args.size)
     results = []
     jobs = [(e.strip(), v.strip()) for e in args.engines.split(",") if e.strip()
@@ -256,8 +256,6 @@ def main(argv=None) -> int:
               f"{peak} {r['first_loss']:8.4f} {r['final_loss']:7.3f}")
     if args.json:
         args.json.write_text(json.dumps({"device": device, "torch": torch.__version__, "results": results}, indent=2))
-    if tmp is not None:
-        tmp.cleanup()
     return 0 if all("error" not in r for r in results) else 1
 
 

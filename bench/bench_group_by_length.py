@@ -18,10 +18,9 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from isolated import emit, run_isolated  # bench/isolated.py (the script's own folder is on sys.path)
+from isolated import emit, run_isolated, work_dir  # bench/isolated.py (the script's own folder is on sys.path)
 
 SENTENCES = (
     "The heart size is normal.", "The cardiomediastinal silhouette is within normal limits.",
@@ -122,10 +121,12 @@ def main(argv=None) -> int:
     if args.one:
         emit(run_one(args.workdir, args.one == "grouped", args))
         return 0
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="pfmvg_bench_")
-        args.workdir = Path(tmp.name)
+    with work_dir(args.workdir) as args.workdir:
+        return compare(args)
+
+
+def compare(args) -> int:
+    """Both settings in their own processes, then the table."""
     from pfmvg_plugin.training.toy import ensure_tiny_llava
 
     ensure_tiny_llava(args.workdir / "tiny_llava", image_size=64, patch_size=8)
@@ -146,8 +147,6 @@ def main(argv=None) -> int:
     for name, r in results.items():
         print(f"{str(name == 'grouped').lower():22} {r['padded_share']:12.1%} {r['step_ms']:8.1f} "
               f"{r['real_tokens_per_s']:14.0f} {r['real_tokens_per_s'] / base:7.2f}x")
-    if tmp is not None:
-        tmp.cleanup()
     return 0
 
 

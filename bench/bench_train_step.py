@@ -18,10 +18,9 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from isolated import emit, run_isolated  # bench/isolated.py (the script's own folder is on sys.path)
+from isolated import emit, run_isolated, work_dir  # bench/isolated.py (the script's own folder is on sys.path)
 
 #: name -> (DeepSpeed JSON or None, model.torch_compile)
 ENGINES = {"torch": (None, False), "zero2": ("zero2.json", False), "zero3": ("zero3.json", False),
@@ -98,16 +97,16 @@ def main(argv=None) -> int:
     if args.one:
         emit(run_one(args.one, args.workdir, args))
         return 0
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="pfmvg_bench_")
-        args.workdir = Path(tmp.name)
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    with work_dir(args.workdir) as args.workdir:
+        return compare(args)
+
+
+def compare(args) -> int:
+    """Every engine in its own process, then the table."""
     prepare(args.workdir, args)
     load_before = os.getloadavg()
     results = []
-    for engine in engines:
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         result = run_isolated(__file__, [
             "--one", engine, "--workdir", str(args.workdir), "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--batch", str(args.batch), "--image-size", str(args.image_size), "--lora-r", str(args.lora_r),
@@ -126,8 +125,6 @@ def main(argv=None) -> int:
               f"{r['step_ms'] / base['step_ms']:7.2f} {r['peak_rss_mib']:13.0f} {r['final_loss']:7.4f}")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); {os.cpu_count()} CPUs; "
           f"{platform.processor() or platform.machine()}; python {platform.python_version()}")
-    if tmp is not None:
-        tmp.cleanup()
     return 0
 
 
