@@ -22,7 +22,7 @@ from pfmvg_plugin.data.store import PreparedDataset  # noqa: E402
 from pfmvg_plugin.data.synth import generate_synthcxr  # noqa: E402
 from pfmvg_plugin.models import build_tiny_llava  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.lowest]
 LIMIT = 6
 TASKS = ("synthcxr_grounding", "mscxr_grounding")
 RECORD_KEYS = {"id", "dataset_dir", "image", "width", "height", "phrase", "category", "gt_boxes", "pred_boxes", "iou",

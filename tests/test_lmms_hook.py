@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from pfmvg_plugin.lmms import hook  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 OUR_TASKS = {
     "mscxr_grounding", "mscxr_grounding_val", "chestxray8_grounding", "vindr_grounding", "synthcxr_grounding",
+    "slake_grounding",
     "med_grounding", "pfmvg_vqarad", "pfmvg_slake", "pfmvg_pathvqa", "synthcxr_vqa", "med_vqa", "iuxray_report",
     "iuxray_report_50w", "mimiccxr_report", "mimiccxr_report_50w", "synthcxr_report", "med_report",
 }
@@ -262,22 +262,15 @@ def test_pyproject_packages_cover_every_package():
     assert eps == {"pfmvg": "pfmvg_plugin.lmms.hook:lmms_eval_manifests"}
 
 
-def test_wheel_ships_the_tasks_and_the_entry_point(tmp_path):
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("pfmvg_plugin", "tasks"):
-        shutil.copytree(REPO / name, src / name, ignore=ignore)
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                          "-w", str(tmp_path / "whl"), str(src)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    (wheel,) = (tmp_path / "whl").glob("*.whl")
+def test_wheel_ships_the_tasks_and_the_entry_point(built_wheel):
+    wheel = built_wheel
     names = set(zipfile.ZipFile(wheel).namelist())
     task_files = {f"pfmvg_plugin/lmms_tasks/{p.relative_to(REPO / 'tasks')}" for p in (REPO / "tasks").rglob("*")
                   if p.is_file() and "__pycache__" not in p.parts}
     assert task_files and task_files <= names, sorted(task_files - names)
+    recipe_files = {f"pfmvg_plugin/recipes/{p.relative_to(REPO / 'recipes')}" for p in (REPO / "recipes").rglob("*")
+                    if p.suffix in (".yaml", ".json")}
+    assert recipe_files and recipe_files <= names, sorted(recipe_files - names)
     code = {f"pfmvg_plugin/{p.relative_to(REPO / 'pfmvg_plugin')}" for p in (REPO / "pfmvg_plugin").rglob("*.py")
             if "__pycache__" not in p.parts and (p.parent / "__init__.py").is_file()}
     assert code <= names, sorted(code - names)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.lowest
+
+
 HEAVY = ("torch", "torchvision", "transformers", "peft", "deepspeed", "lmms_eval", "datasets", "accelerate")
 CORE_MODULES = (
     "pfmvg_plugin",

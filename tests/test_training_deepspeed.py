@@ -65,6 +65,7 @@ def test_zero_losses_and_weights_equal_bare_torch(tiny, toy, tmp_path, bare, ds_
     assert_same_adapter(adapter(res), adapter(bare))
 
 
+@pytest.mark.lowest
 def test_zero3_adapter_is_gathered_not_empty(tiny, toy, tmp_path, bare):
     res = run(toy_config(tiny, toy, tmp_path, deepspeed=str(DS / "zero3.json"), lora={"dropout": 0.1},
                          train={"max_steps": 3, "save_steps": 3}))
@@ -85,6 +86,7 @@ def test_zero3_adapter_is_gathered_not_empty(tiny, toy, tmp_path, bare):
     assert_same_adapter(in_checkpoint, saved, atol=0)
 
 
+@pytest.mark.lowest
 def test_zero2_step_changes_only_trainable_tensors(tiny, toy, tmp_path):
     from transformers import AutoModelForImageTextToText
 

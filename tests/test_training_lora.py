@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from pfmvg_plugin.training.config import ConfigError
 from pfmvg_plugin.training.toy import toy_config, write_toy_text
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.lowest]
 
 
 

@@ -1,11 +1,15 @@
 """Zero-flag lmms-eval integration: our model manifests, and our task folder in every ``TaskManager``.
 
-lmms-eval has no entry point for tasks (DESIGN §6). It loads the ``lmms_eval.models`` entry points while importing
-``lmms_eval.models``, which the evaluation CLI does before it builds its ``TaskManager``. :func:`lmms_eval_manifests`
-is our entry point: it returns the model manifests and, on the way, wraps ``TaskManager.initialize_tasks`` so that
-every task index also holds the tasks shipped in this package. Built-in tasks and ``--include_path`` folders keep
-precedence on name clashes (a clash is reported once on stderr), and one unreadable task folder of ours is skipped
-without breaking lmms-eval.
+lmms-eval has no entry point for tasks (docs/ARCHITECTURE.md §4). It loads the ``lmms_eval.models`` entry points
+while importing ``lmms_eval.models``, which the evaluation CLI does before it builds its ``TaskManager``.
+:func:`lmms_eval_manifests` is our entry point: it returns the model manifests and, on the way, wraps
+``TaskManager.initialize_tasks`` so that every task index also holds the tasks shipped in this package. Built-in
+tasks and ``--include_path`` folders keep precedence on name clashes (a clash is reported once on stderr), and one
+unreadable task folder of ours is skipped without breaking lmms-eval.
+
+It also wraps ``TaskManager.match_tasks``, which the ``lmms-eval`` command calls before it loads the model: the data
+of every requested pfmvg task is checked there (:mod:`.preflight`), and a run with unprepared data stops with one
+block naming each dataset and its ``pfmvg data prepare`` command, before minutes of model loading.
 
 The wrap depends on lmms-eval internals, so it is guarded: a tested version range, the signatures it relies on, and
 ``PFMVG_NO_TASK_HOOK=1`` to switch it off. Whenever it is not installed, one stderr line says to pass
@@ -171,9 +175,38 @@ def install_task_hook(path: str | os.PathLike | None = None) -> bool:
 
         setattr(initialize_tasks, _MARK, extra_dirs)
         TaskManager.initialize_tasks = initialize_tasks
+        _wrap_match_tasks(TaskManager, extra_dirs)
     if folder not in extra_dirs:
         extra_dirs.append(folder)
     return True
+
+
+def _wrap_match_tasks(task_manager: type, extra_dirs: list[str]) -> None:
+    """Check the data of the requested pfmvg tasks when lmms-eval resolves ``--tasks`` (before it loads the model):
+    the ``lmms-eval`` command stops there with one block listing every unprepared dataset (:mod:`.preflight`)."""
+    original = getattr(task_manager, "match_tasks", None)
+    if original is None or not callable(original) or list(inspect.signature(original).parameters)[:2] != [
+            "self", "task_list"]:
+        _say_once("data check before the run not installed (TaskManager.match_tasks changed)")
+        return
+
+    @functools.wraps(original)
+    def match_tasks(self, task_list, *args, **kwargs):
+        names = original(self, task_list, *args, **kwargs)
+        if not _running_lmms_eval_cli():
+            return names
+        from pfmvg_plugin.lmms import preflight
+
+        try:
+            return preflight.check_requested(self, names, list(extra_dirs))
+        except preflight.UnpreparedDataError as exc:
+            print(exc, file=sys.stderr)
+            raise SystemExit(1) from None
+        except Exception as exc:  # never break lmms-eval
+            _say_once(f"data check before the run skipped ({type(exc).__name__}: {exc})")
+            return names
+
+    task_manager.match_tasks = match_tasks
 
 
 def uninstall_task_hook() -> bool:
@@ -184,6 +217,8 @@ def uninstall_task_hook() -> bool:
     if getattr(current, _MARK, None) is None:
         return False
     TaskManager.initialize_tasks = current.__wrapped__
+    if hasattr(TaskManager.match_tasks, "__wrapped__"):
+        TaskManager.match_tasks = TaskManager.match_tasks.__wrapped__
     return True
 
 
@@ -194,12 +229,45 @@ def model_manifests() -> list:
     return [ModelManifest(model_id=model_id, simple_class_path=path) for model_id, path in MODEL_CLASSES.items()]
 
 
+def _running_lmms_eval_cli() -> bool:
+    """Whether this process is the ``lmms-eval`` command (console script or ``python -m lmms_eval``)."""
+    main_module = sys.modules.get("__main__")
+    spec = getattr(main_module, "__spec__", None)
+    if spec is not None and (spec.name or "").split(".")[0] == "lmms_eval":
+        return True
+    return os.path.basename(sys.argv[0] if sys.argv else "") in ("lmms-eval", "lmms_eval")
+
+
+def check_environment() -> bool:
+    """Say (one line each) what is known broken or untested among the stacks lmms-eval runs us on.
+
+    Returns False when a known-broken combination is installed (:data:`pfmvg_plugin.compat.KNOWN_BROKEN`).
+    """
+    from pfmvg_plugin import compat
+
+    for line in compat.untested_versions(("lmms-eval", "transformers", "peft")):
+        _say_once(line)
+    broken = compat.broken_combinations()
+    for line in broken:
+        _say_once(line)
+    return not broken
+
+
 def lmms_eval_manifests() -> list:
     """Entry point of the ``lmms_eval.models`` group: install the task hook, return our model manifests.
 
-    Never raises: lmms-eval loads all plugins in one unguarded loop, so an exception here would also drop every
-    plugin loaded after us.
+    A known-broken environment (e.g. filelock >= 4.3 beside lmms-eval 0.7.3) stops the ``lmms-eval`` command here,
+    before any model loads, with one line saying what to run; imported any other way we only say that line.
+    Otherwise never raises: lmms-eval loads all plugins in one unguarded loop, so an exception here would also drop
+    every plugin loaded after us.
     """
+    try:
+        healthy = check_environment()
+    except Exception as exc:  # the check must never be what breaks lmms-eval
+        _say_once(f"environment check skipped ({type(exc).__name__}: {exc})")
+        healthy = True
+    if not healthy and _running_lmms_eval_cli():
+        raise SystemExit(1)
     try:
         install_task_hook()
     except Exception as exc:
