@@ -1,4 +1,5 @@
-"""ChestX-ray8 converter: the real BBox_List_2017.csv layout, NIH image folder layouts, messy rows, patient split."""
+"""ChestX-ray8 converter: the real BBox_List_2017.csv layout, NIH image folder layouts, messy rows, missing images,
+patient split."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ ROWS = [  # the header is line 1
 ]
 EXPECTED_SKIPS = {
     5: "box outside image:",
+    6: "image missing: 00017877_001.png not found under",
     11: "unreadable number: x='abc'",
     12: "non-positive box size: w=0",
     13: "missing value: x",
@@ -50,7 +52,9 @@ IMAGES = {  # as the NIH tarballs and common re-packings lay them out
     "00029817_009.png": (1024, 1024),
     "images/00014687_001.png": (512, 512),  # a downsampled copy: its real size wins
     "images_002/images/00004911_010.png": (1024, 1024),
-}
+    "00013118_010.png": (1024, 1024),
+    "images_003/images/00009999_000.png": (1024, 1024),
+}  # 00017877_001.png (line 6) is missing
 
 
 @pytest.fixture
@@ -68,8 +72,8 @@ def test_records_grouped_located_and_labelled(release):
     recs = by_key(conv.records)
     assert set(recs) == {
         ("00013118_008.png", "Atelectasis"), ("00014716_007.png", "Atelectasis"), ("00029817_009.png", "Atelectasis"),
-        ("00017877_001.png", "Atelectasis"), ("00004911_010.png", "Effusion"), ("00013118_008.png", "Infiltration"),
-        ("00013118_010.png", "Nodule"), ("00009999_000.png", "Pneumonia")}
+        ("00004911_010.png", "Effusion"), ("00013118_008.png", "Infiltration"), ("00013118_010.png", "Nodule"),
+        ("00009999_000.png", "Pneumonia")}  # not 00017877_001.png: its image is missing, so its row is skipped
     for rec in conv.records:
         check_record(rec)
         assert rec["source"] == "chestxray8" and rec["phrase"] == PHRASES[rec["category"]]
@@ -88,9 +92,8 @@ def test_records_grouped_located_and_labelled(release):
     assert nodule["boxes"] == [pytest.approx([305.7, 611.2, 354.8, 661.5]), [700.0, 400.5, 740.0, 438.5]]
     assert nodule["meta"]["lines"] == [9, 10] and nodule["image"] == "00013118_010.png"
     assert recs["00009999_000.png", "Pneumonia"]["boxes"] == [[1000.0, 10.0, 1024.0, 30.0]]
-    missing = recs["00017877_001.png", "Atelectasis"]
-    assert (missing["image"], missing["width"], missing["height"]) == ("00017877_001.png", 1024, 1024)
-    assert conv.extra["n_missing_images"] == 3  # 00017877_001, 00013118_010, 00009999_000
+    assert recs["00009999_000.png", "Pneumonia"]["image"] == "images_003/images/00009999_000.png"
+    assert conv.extra["images_checked"] and conv.extra["n_images"] == 8
     assert conv.inputs["bbox_csv"] == str(csv_path) and conv.image_root == root
     ids = [r["id"] for r in conv.records]
     assert len(set(ids)) == len(ids)
@@ -103,8 +106,10 @@ def test_every_bad_row_is_reported_with_file_line_and_reason(release):
     got = check_skips(skips, EXPECTED_SKIPS, csv_path)
     assert "512x512" in got[5]
     messages = {w["line"]: w["message"] for w in skips.warnings}
-    assert messages[18].startswith("box clipped:")
-    assert messages[None].startswith("image missing: 3 of")
+    assert list(messages) == [18] and messages[18].startswith("box clipped:")
+    (missing,) = [s for s in skips.skipped if s["line"] == 6]
+    assert missing["image"] == "00017877_001.png" and str(root) in missing["reason"]
+    assert (skips.n_images_checked, skips.n_images_missing, list(skips.missing_images)) == (8, 1, ["00017877_001.png"])
 
 
 def test_split_is_by_patient_and_stable(tmp_path):
@@ -121,7 +126,7 @@ def test_split_is_by_patient_and_stable(tmp_path):
         per_patient.setdefault(rec["meta"]["patient_id"], set()).add(rec["split"])
     assert len(per_patient) == 30 and all(len(s) == 1 for s in per_patient.values())
     assert first.extra["split_method"] == "hash(seed=0, ratios=0.7,0.1,0.2, key=patient_id)"
-    assert first.image_root == tmp_path and first.extra["n_missing_images"] == 0
+    assert first.image_root == tmp_path and first.extra["images_checked"] is False
     assert {r["split"] for r in convert_chestxray8(csv_path, None, split_ratios="1,0,0", skips=SkipLog()).records} \
         == {"train"}
 
@@ -135,16 +140,21 @@ def test_same_patient_shares_a_split_in_the_release(release):
 def test_cli_end_to_end(release, tmp_path, capsys):
     csv_path, root = release
     out = tmp_path / "out"
-    rc = main(["data", "prepare", "chestxray8", "--bbox-csv", str(csv_path), "--images", str(root),
-               "--split-ratios", "0.6,0.2,0.2", "--seed", "1", "--out", str(out)])
+    args = ["data", "prepare", "chestxray8", "--bbox-csv", str(csv_path), "--images", str(root),
+            "--split-ratios", "0.6,0.2,0.2", "--seed", "1", "--out", str(out)]
+    assert main(args) == 1  # 1 of 8 images missing: more than the default 5 %
+    assert "1 of 8 images (12.5%) are missing" in capsys.readouterr().err
+    assert main([*args, "--max-missing-images-fraction", "0.2"]) == 0
+    capsys.readouterr()
+    rc = main([*args, "--allow-missing-images"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
-    assert sum(summary["splits"].values()) == 8 and summary["n_skipped"] == len(EXPECTED_SKIPS)
+    assert sum(summary["splits"].values()) == 7 and summary["n_skipped"] == len(EXPECTED_SKIPS)
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["split_method"] == "hash(seed=1, ratios=0.6,0.2,0.2, key=patient_id)"
-    assert meta["categories"]["Atelectasis"] == 4 and "Infiltrate" not in meta["categories"]
+    assert meta["categories"]["Atelectasis"] == 3 and "Infiltrate" not in meta["categories"]
     records = [r for split in summary["splits"] for r in read_records(out / f"{split}.jsonl")]
-    assert len(records) == 8
+    assert len(records) == 7 and all((root / r["image"]).is_file() for r in records)
     report = json.loads((out / "prepare_report.json").read_text())
     assert {s["line"] for s in report["skipped"]} == set(EXPECTED_SKIPS)
 

@@ -26,6 +26,7 @@ D5 = "7a8b1c2d-3e4f5a6b-7c8d9e0f-1a2b3c4d-5e6f7a8b"
 D6 = "9e1f2a3b-4c5d6e7f-8a9b0c1d-2e3f4a5b-6c7d8e9f"
 D7 = "b1c2d3e4-f5a6b7c8-d9e0f1a2-b3c4d5e6-f7a8b9c0"
 D8 = "c0ffee00-11223344-55667788-99aabbcc-ddeeff00"
+D9 = "d0d0d0d0-11223344-55667788-99aabbcc-ddeeff00"
 
 
 def mimic_path(dicom_id: str, subject: str, study: str) -> str:
@@ -39,6 +40,7 @@ P4 = mimic_path(D4, "12000013", "52000013")
 P6 = mimic_path(D6, "16000016", "56000016")
 P7 = mimic_path(D7, "17000017", "57000017")
 P8 = mimic_path(D8, "18000018", "58000018")
+P9 = mimic_path(D9, "19000019", "59000019")
 
 # (line, row) of the v1.1.0 file; the header is line 1
 ROWS_V110 = [
@@ -55,7 +57,8 @@ ROWS_V110 = [
     f"{D6},Atelectasis,Bibasilar atelectasis,{P6},10,10,20,20,512,512,train",  # 12 image file is 256x256
     f"{D7},Consolidation,Left lower lobe consolidation,{P7},10,10",  # 13 too few fields
     f"{D2},Cardiomegaly,Cardiomegaly,{P2},270,100,51,50,320,256,val",  # 14 overshoots by 1 px: clipped
-    f"{D8},Pneumonia,Right upper lobe pneumonia,{P8},5,5,10,10,256,256,validate",  # 15 image file missing
+    f"{D8},Pneumonia,Right upper lobe pneumonia,{P8},5,5,10,10,256,256,validate",  # 15
+    f"{D9},Edema,Mild edema,{P9},5,5,10,10,256,256,test",  # 16 image file missing
 ]
 EXPECTED_SKIPS = {
     7: "missing value: x",
@@ -65,13 +68,15 @@ EXPECTED_SKIPS = {
     11: "unsafe image path:",
     12: "image size mismatch:",
     13: "missing value: w",
+    16: f"image missing: {P9} not found under",
 }
-IMAGE_SIZES = {P1: (300, 400), P2: (320, 256), P3: (256, 256), P4: (256, 256), P6: (256, 256), P7: (256, 256)}
+IMAGE_SIZES = {P1: (300, 400), P2: (320, 256), P3: (256, 256), P4: (256, 256), P6: (256, 256), P7: (256, 256),
+               P8: (256, 256)}
 
 
 @pytest.fixture
 def release(tmp_path: Path) -> tuple[Path, Path]:
-    """A v1.1.0 CSV with messy rows and a MIMIC-CXR-JPG root holding all images but D8's."""
+    """A v1.1.0 CSV with messy rows and a MIMIC-CXR-JPG root holding all images but D9's."""
     csv_path = write_csv(tmp_path / "MS_CXR_Local_Alignment_v1.1.0.csv", HEADER_V110, ROWS_V110)
     return csv_path, write_images(tmp_path / "mimic-cxr-jpg", IMAGE_SIZES)
 
@@ -117,23 +122,25 @@ def test_every_bad_row_is_reported_with_file_line_and_reason(release):
     got = check_skips(skips, EXPECTED_SKIPS, csv_path)
     assert "512x512" in got[12] and "256x256" in got[12]
     warnings = {w["line"]: w["message"] for w in skips.warnings}
-    assert warnings[14].startswith("box clipped:")
-    assert warnings[15].startswith("image missing:") and P8 in warnings[15]
+    assert list(warnings) == [14] and warnings[14].startswith("box clipped:")
+    assert [s["image"] for s in skips.skipped if s["line"] == 16] == [P9]
 
 
-def test_missing_image_is_counted_and_no_checks_without_images_root(release):
+def test_missing_image_is_skipped_and_no_checks_without_images_root(release):
     csv_path, images = release
-    conv = convert_mscxr(csv_path, images, skips=SkipLog())
-    assert conv.extra["n_missing_images"] == 1
+    skips = SkipLog()
+    conv = convert_mscxr(csv_path, images, skips=skips)
+    assert (D9, "Edema") not in by_key(conv.records)
+    assert (skips.n_images_checked, list(skips.missing_images)) == (7, [P9])
     skips = SkipLog()
     conv = convert_mscxr(csv_path, None, skips=skips)
     assert conv.image_root == csv_path.parent
-    assert not any(w["message"].startswith("image missing") for w in skips.warnings)
+    assert skips.n_images_checked == 0 and "image missing" not in skips.by_reason()
     assert 12 not in {s["line"] for s in skips.skipped}  # no image file is opened, so no size mismatch
-    assert (D6, "Atelectasis") in by_key(conv.records)
+    assert {(D6, "Atelectasis"), (D9, "Edema")} <= set(by_key(conv.records))
     skips = SkipLog()
-    convert_mscxr(csv_path, images, check_images=False, skips=skips)
-    assert not any(w["message"].startswith("image missing") for w in skips.warnings)
+    conv = convert_mscxr(csv_path, images, check_images=False, skips=skips)
+    assert skips.n_images_checked == 0 and (D9, "Edema") in by_key(conv.records)
 
 
 def test_inconsistent_image_size_within_group(tmp_path):
@@ -265,7 +272,10 @@ def test_coco_json_without_split_uses_hash(tmp_path):
 def test_cli_end_to_end(release, tmp_path, capsys):
     csv_path, images = release
     out = tmp_path / "out"
-    rc = main(["data", "prepare", "mscxr", "--annotations", str(csv_path), "--images", str(images), "--out", str(out)])
+    args = ["data", "prepare", "mscxr", "--annotations", str(csv_path), "--images", str(images), "--out", str(out)]
+    assert main(args) == 1  # 1 of 7 images missing
+    assert P9 in capsys.readouterr().err
+    rc = main([*args, "--allow-missing-images"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["splits"] == {"train": 2, "val": 2, "test": 1}

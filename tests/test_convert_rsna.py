@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers_data import write_dicom
+from helpers_data import write_dicom, write_images
 
 from pfmvg_plugin.cli.main import main
 from pfmvg_plugin.data.converters import ConversionError
@@ -44,8 +44,8 @@ def rsna(tmp_path_factory):
         f"{NEG2},,,,,0",                           # 5
         f"{P2},323.0,177.0,160.0,104.0,1",         # 6
         f"{P2},695.0,175.0,162.0,137.0,1",         # 7 695 + 162 > 800: outside
-        f"{P3},100.0,200.0,300.0,400.0,1",         # 8 no image: 1024x1024 assumed, warning
-        f"{P3},900.0,200.0,200.0,100.0,1",         # 9 900 + 200 > 1024: outside
+        f"{P3},100.0,200.0,300.0,400.0,1",         # 8 no image: skipped
+        f"{P1},900.0,200.0,200.0,100.0,1",         # 9 900 + 200 > 1024: outside
         f"{P1},10.0,10.0,20.0,20.0,2",             # 10 bad Target
         f"{P1},12a,10.0,20.0,20.0,1",              # 11 unreadable number
         f"{P1},10.0,10.0,0.0,20.0,1",              # 12 zero width
@@ -67,7 +67,7 @@ def test_records_grouping_and_sizes(rsna):
     skips = SkipLog()
     conv = convert_rsna(labels, root, skips=skips)
     recs = {r["meta"]["patient_id"]: r for r in conv.records}
-    assert set(recs) == {P1, P2, P3}
+    assert set(recs) == {P1, P2}  # P3's image is missing: its rows are skipped, not kept with a guessed size
     for r in conv.records:
         assert validate_record(r) == []
         assert (r["phrase"], r["category"], r["source"], r["task"]) == ("pneumonia", "Pneumonia", "rsna", "grounding")
@@ -75,12 +75,9 @@ def test_records_grouping_and_sizes(rsna):
     p1 = recs[P1]
     assert p1["image"] == f"stage_2_train_images/{P1}.dcm" and (p1["width"], p1["height"]) == (1024, 1024)
     assert p1["boxes"] == [[264.0, 152.0, 477.0, 531.0], [562.0, 152.0, 818.0, 605.0]]
-    assert p1["meta"]["lines"] == [3, 4] and p1["meta"]["size_from"] == "image header"
+    assert p1["meta"]["lines"] == [3, 4]
     p2 = recs[P2]
     assert (p2["width"], p2["height"]) == (800, 600) and p2["boxes"] == [[323.0, 177.0, 483.0, 281.0]]
-    p3 = recs[P3]
-    assert p3["image"] == f"stage_2_train_images/{P3}.dcm" and (p3["width"], p3["height"]) == (1024, 1024)
-    assert p3["meta"]["size_from"] == "default"
     assert (root / p1["image"]).is_file()
 
 
@@ -92,6 +89,7 @@ def test_skip_report_and_warnings(rsna):
     assert len(got) == len(skips.skipped) and all(s["file"] == str(labels) for s in skips.skipped)
     assert {ln for ln, r in got.items() if r == "negative (Target=0)"} == {2, 5, 19}
     assert got[7].startswith("box outside image") and "800x600" in got[7]
+    assert got[8].startswith(f"image missing: stage_2_train_images/{P3}.dcm not found under {root}")
     assert got[9].startswith("box outside image") and "1024x1024" in got[9]
     assert got[10] == "bad Target: '2' (expected 0 or 1)"
     assert got[11] == "unreadable number: x='12a'"
@@ -101,10 +99,9 @@ def test_skip_report_and_warnings(rsna):
     assert got[16].startswith("missing coordinates")
     assert got[17].startswith("bad Target: ''")
     assert got[18] == "missing patientId"
-    assert set(got) == {2, 5, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19}
-    assert skips.by_reason()["negative (Target=0)"] == 3
-    assert [(w["line"], w["message"].split(":")[0]) for w in skips.warnings] == [(8, "image missing")]
-    assert skips.to_dict()["warnings_by_kind"] == {"image missing": 1}
+    assert set(got) == {2, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19}
+    assert skips.by_reason()["negative (Target=0)"] == 3 and skips.by_reason()["image missing"] == 1
+    assert skips.warnings == [] and list(skips.missing_images) == [f"stage_2_train_images/{P3}.dcm"]
 
 
 def test_images_dir_itself_and_zip_labels(rsna, tmp_path):
@@ -114,12 +111,15 @@ def test_images_dir_itself_and_zip_labels(rsna, tmp_path):
         zf.write(labels, "stage_2_train_labels.csv")
     conv = convert_rsna(zipped, root / "stage_2_train_images", skips=SkipLog())
     recs = {r["meta"]["patient_id"]: r for r in conv.records}
-    assert recs[P1]["image"] == f"{P1}.dcm" and recs[P3]["image"] == f"{P3}.dcm"
+    assert recs[P1]["image"] == f"{P1}.dcm" and recs[P2]["image"] == f"{P2}.dcm"
     assert conv.image_root == root / "stage_2_train_images"
 
 
 def test_split_is_deterministic_and_per_patient(tmp_path):
     patients = [pid(f"patient{i}") for i in range(60)]
+    write_images(tmp_path / "png", {"first.png": (800, 600)})
+    for p in patients:  # PNG exports of the same name serve when there is no DICOM
+        (tmp_path / "png" / f"{p}.png").write_bytes((tmp_path / "png" / "first.png").read_bytes())
     rows = [HEADER] + [f"{p},{100 + i}.0,200.0,150.0,300.0,1" for i, p in enumerate(patients)]
     rows += [f"{p},600.0,220.0,180.0,280.0,1" for p in patients[::2]]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
@@ -145,17 +145,20 @@ def test_monochrome1_dicom_loads_inverted(rsna):
 def test_cli_end_to_end(rsna, tmp_path, capsys):
     root, labels = rsna
     out = tmp_path / "out"
-    rc = main(["data", "prepare", "rsna", "--labels", str(labels), "--images", str(root),
-               "--split-ratios", "0.6,0.2,0.2", "--seed", "1", "--out", str(out)])
+    args = ["data", "prepare", "rsna", "--labels", str(labels), "--images", str(root),
+            "--split-ratios", "0.6,0.2,0.2", "--seed", "1", "--out", str(out)]
+    assert main(args) == 1  # 1 of 3 images missing
+    assert "1 of 3 images (33.3%) are missing" in capsys.readouterr().err
+    rc = main([*args, "--allow-missing-images"])
     assert rc == 0, capsys.readouterr().err
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["name"] == "rsna" and sum(meta["splits"].values()) == 3
-    assert meta["categories"] == {"Pneumonia": 3}
+    assert meta["name"] == "rsna" and sum(meta["splits"].values()) == 2
+    assert meta["categories"] == {"Pneumonia": 2}
     records = [r for split in meta["splits"] for r in read_records(out / f"{split}.jsonl")]
-    assert sorted(r["meta"]["patient_id"] for r in records) == sorted([P1, P2, P3])
+    assert sorted(r["meta"]["patient_id"] for r in records) == sorted([P1, P2])
     report = json.loads((out / "prepare_report.json").read_text())
     assert report["skipped_by_reason"]["negative (Target=0)"] == 3
-    assert report["warnings_by_kind"] == {"image missing": 1}
+    assert report["skipped_by_reason"]["image missing"] == 1 and report["warnings_by_kind"] == {}
     assert {"file": str(labels), "line": 11, "reason": "unreadable number: x='12a'", "patient_id": P1} \
         in report["skipped"]
 

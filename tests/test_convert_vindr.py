@@ -119,7 +119,8 @@ def test_kaggle_skip_report(kaggle):
     got = {s["line"]: s["reason"] for s in skips.skipped}
     assert all(s["file"] == str(csv_path) for s in skips.skipped)
     assert {ln for ln, r in got.items() if r == "no finding"} == {3, 7, 11}
-    assert got[14] == "image not found: size unknown"
+    assert got[14].startswith(f"image missing: {D} not found under {root} (no {D}.dicom/.dcm/.png")
+    assert [s["image"] for s in skips.skipped if s["line"] == 14] == [D]
     assert got[15].startswith("unreadable number: x_min='abc'")
     assert got[16].startswith("zero or negative size")
     assert got[17].startswith("box outside image") and "600x500" in got[17]
@@ -129,7 +130,8 @@ def test_kaggle_skip_report(kaggle):
     assert got[22] == "missing image_id"
     assert 18 not in got and len(got) == len(skips.skipped) == 11
     counts = skips.by_reason()
-    assert counts["no finding"] == 3 and counts["image not found"] == 1
+    assert counts["no finding"] == 3 and counts["image missing"] == 1
+    assert (skips.n_images_checked, list(skips.missing_images)) == (3, [D])  # B has only "No finding" rows
 
 
 def test_fuse_none_and_threshold(kaggle):
@@ -237,9 +239,12 @@ def test_cli_end_to_end(kaggle, tmp_path, capsys):
     gz = tmp_path / "train.csv.gz"
     gz.write_bytes(gzip.compress(csv_path.read_bytes()))
     out = tmp_path / "out"
-    rc = main(["data", "prepare", "vindr", "--annotations", str(gz), "--images", str(root),
-               "--fuse", "wbf", "--iou-threshold", "0.4", "--split-ratios", "0.5,0.25,0.25", "--seed", "3",
-               "--out", str(out)])
+    args = ["data", "prepare", "vindr", "--annotations", str(gz), "--images", str(root),
+            "--fuse", "wbf", "--iou-threshold", "0.4", "--split-ratios", "0.5,0.25,0.25", "--seed", "3",
+            "--out", str(out)]
+    assert main(args) == 1  # D's image is missing: 1 of 3
+    assert "1 of 3 images (33.3%) are missing" in capsys.readouterr().err
+    rc = main([*args, "--allow-missing-images"])
     assert rc == 0, capsys.readouterr().err
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["name"] == "vindr" and meta["box_fusion"] == {"method": "wbf", "iou_threshold": 0.4}
@@ -249,7 +254,7 @@ def test_cli_end_to_end(kaggle, tmp_path, capsys):
     assert (Path(meta["image_root"]) / records[0]["image"]).is_file()
     report = json.loads((out / "prepare_report.json").read_text())
     assert report["skipped_by_reason"]["no finding"] == 3
-    assert {(s["line"], s["reason"]) for s in report["skipped"]} >= {(14, "image not found: size unknown")}
+    assert [(s["line"], s["image"]) for s in report["skipped"] if s["reason"].startswith("image missing")] == [(14, D)]
     assert report["inputs"]["split_ratios"] == [0.5, 0.25, 0.25]
 
 

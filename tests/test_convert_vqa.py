@@ -59,7 +59,7 @@ def test_vqarad_records_splits_and_skips(vqarad):
     skips = SkipLog()
     conv = convert_vqarad(ann, images, skips=skips)
     recs = {r["id"]: r for r in conv.records}
-    assert set(recs) == {"vqarad-1", "vqarad-2", "vqarad-3", "vqarad-4"}
+    assert set(recs) == {"vqarad-1", "vqarad-2", "vqarad-3"}  # vqarad-4's image is missing
     assert all(validate_record(r) == [] for r in conv.records)
     r1 = recs["vqarad-1"]
     assert (r1["task"], r1["source"], r1["split"], r1["image"]) == ("vqa", "vqarad", "train", "synpic54610.jpg")
@@ -67,7 +67,6 @@ def test_vqarad_records_splits_and_skips(vqarad):
     assert r1["meta"]["question_type"] == "PRES" and r1["meta"]["qid"] == "1"
     assert recs["vqarad-2"]["split"] == "test" and recs["vqarad-2"]["answer_type"] == "open"
     assert recs["vqarad-3"]["split"] == "test" and recs["vqarad-3"]["answer"] == "2"  # a JSON number
-    assert recs["vqarad-4"]["split"] == "train" and "width" not in recs["vqarad-4"]  # image missing: kept
     got = {s["item"]: s["reason"] for s in skips.skipped}
     assert all(s["file"] == str(ann) and s["line"] is None for s in skips.skipped)
     assert got == {
@@ -78,9 +77,11 @@ def test_vqarad_records_splits_and_skips(vqarad):
         "[8]": "duplicate qid: 1 (first at VQA_RAD Dataset Public.json[0])",
         "[9]": "unreadable item: str, not an object",
         "[10]": got["[10]"],
+        "[3]": f"image missing: synpic100132.jpg not found under {images}",
     }
     assert got["[7]"].startswith("unsafe image path") and got["[10]"].startswith("unreadable image: synpic_broken")
-    assert [(w["item"], w["message"].split(":")[0]) for w in skips.warnings] == [("[3]", "image missing")]
+    assert [s["image"] for s in skips.skipped if s["item"] == "[3]"] == ["synpic100132.jpg"]
+    assert skips.warnings == []
 
 
 def test_vqarad_val_carved_by_image(tmp_path):
@@ -88,7 +89,7 @@ def test_vqarad_val_carved_by_image(tmp_path):
     items = [_rad(i * 2 + k, n, f"Question {k}?", "Yes", "CLOSED") for i, n in enumerate(names) for k in (0, 1)]
     items.append(_rad(999, names[0], "Test?", "No", "CLOSED", phrase_type="test_freeform"))
     ann = _write_json(tmp_path / "VQA_RAD Dataset Public.json", items)
-    (tmp_path / "img").mkdir()
+    write_images(tmp_path / "img", {n: (8, 8) for n in names})
     plain = convert_vqarad(ann, tmp_path / "img", skips=SkipLog())
     assert {r["split"] for r in plain.records} == {"train", "test"}
     conv = convert_vqarad(ann, tmp_path / "img", split_ratios="0.5,0.5,0", skips=SkipLog())
@@ -106,13 +107,16 @@ def test_vqarad_val_carved_by_image(tmp_path):
 def test_vqarad_cli_and_unreadable_file(vqarad, tmp_path, capsys):
     ann, images = vqarad
     out = tmp_path / "out"
-    assert main(["data", "prepare", "vqarad", "--annotations", str(ann), "--images", str(images),
-                 "--out", str(out)]) == 0, capsys.readouterr().err
+    args = ["data", "prepare", "vqarad", "--annotations", str(ann), "--images", str(images), "--out", str(out)]
+    assert main(args) == 1  # 1 of 3 images missing
+    assert "synpic100132.jpg" in capsys.readouterr().err
+    assert main([*args, "--allow-missing-images"]) == 0, capsys.readouterr().err
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["task"] == "vqa" and meta["splits"] == {"train": 2, "test": 2}
+    assert meta["task"] == "vqa" and meta["splits"] == {"train": 1, "test": 2}
     assert len(read_records(out / "test.jsonl")) == 2
     report = json.loads((out / "prepare_report.json").read_text())
-    assert report["n_skipped"] == 7 and report["skipped_by_reason"]["missing value"] == 2
+    assert report["n_skipped"] == 8 and report["skipped_by_reason"]["missing value"] == 2
+    assert report["skipped_by_reason"]["image missing"] == 1
     bad = tmp_path / "bad.json"
     bad.write_text("[{\"qid\": 1,")
     assert main(["data", "prepare", "vqarad", "--annotations", str(bad), "--images", str(images),
@@ -165,23 +169,23 @@ def test_slake_english_records_and_skips(slake):
     skips = SkipLog()
     conv = convert_slake(slake, skips=skips)
     recs = {r["id"]: r for r in conv.records}
-    assert set(recs) == {"slake-0", "slake-1", "slake-10", "slake-20", "slake-21"}
+    assert set(recs) == {"slake-0", "slake-1", "slake-10", "slake-20"}  # slake-21's image is missing
     assert all(validate_record(r) == [] for r in conv.records)
     r0 = recs["slake-0"]
     assert (r0["split"], r0["image"], r0["width"], r0["height"]) == ("train", "xmlab0/source.jpg", 100, 80)
     assert (r0["answer_type"], r0["meta"]["q_lang"], r0["meta"]["modality"]) == ("closed", "en", "X-Ray")
     assert recs["slake-1"]["answer_type"] == "open"
     assert recs["slake-10"]["split"] == "val" and recs["slake-20"]["split"] == "test"
-    assert "width" not in recs["slake-21"]
     assert conv.image_root == slake / "imgs"
     assert conv.extra["n_other_language"] == {"zh": 2}
     got = {(Path(s["file"]).name, s["item"]): s["reason"] for s in skips.skipped}
-    assert set(got) == {("train.json", f"[{i}]") for i in (3, 4, 5, 6)}
+    assert set(got) == {("train.json", f"[{i}]") for i in (3, 4, 5, 6)} | {("test.json", "[1]")}
+    assert got[("test.json", "[1]")] == f"image missing: xmlab3/source.jpg not found under {slake / 'imgs'}"
     assert got[("train.json", "[3]")] == "missing value: answer"
     assert got[("train.json", "[4]")] == "missing value: question"
     assert got[("train.json", "[5]")].startswith("bad answer_type: 'OPENED'")
     assert got[("train.json", "[6]")].startswith("unsafe image path")
-    assert [(Path(w["file"]).name, w["item"]) for w in skips.warnings] == [("test.json", "[1]")]
+    assert skips.warnings == []
 
 
 def test_slake_languages(slake):
@@ -189,19 +193,21 @@ def test_slake_languages(slake):
     assert sorted(r["id"] for r in zh.records) == ["slake-11", "slake-2"]
     assert {r["question"] for r in zh.records} == {"这张图片是CT吗?", "这是什么模态?"}
     both = convert_slake(slake, lang="all", skips=SkipLog())
-    assert len(both.records) == 7 and both.extra["n_other_language"] == {}
+    assert len(both.records) == 6 and both.extra["n_other_language"] == {}
 
 
 def test_slake_missing_split_file_and_cli(slake, tmp_path, capsys):
     (slake / "validate.json").unlink()
     out = tmp_path / "out"
-    assert main(["data", "prepare", "slake", "--root", str(slake), "--lang", "all", "--out", str(out)]) == 0, \
-        capsys.readouterr().err
+    args = ["data", "prepare", "slake", "--root", str(slake), "--lang", "all", "--out", str(out)]
+    assert main(args) == 1  # xmlab3 missing: 1 of 3 images
+    assert main([*args, "--allow-missing-images"]) == 0, capsys.readouterr().err
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["splits"] == {"train": 3, "test": 2} and meta["lang"] == "all"
+    assert meta["splits"] == {"train": 3, "test": 1} and meta["lang"] == "all"
     report = json.loads((out / "prepare_report.json").read_text())
-    assert report["warnings_by_kind"] == {"split file missing": 1, "image missing": 1}
-    assert report["skipped_by_reason"] == {"missing value": 2, "bad answer_type": 1, "unsafe image path": 1}
+    assert report["warnings_by_kind"] == {"split file missing": 1}
+    assert report["skipped_by_reason"] == {"missing value": 2, "bad answer_type": 1, "unsafe image path": 1,
+                                           "image missing": 1}
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["data", "prepare", "slake", "--root", str(empty), "--out", str(out)]) == 1
@@ -254,19 +260,21 @@ def test_pathvqa_split_files(tmp_path, capsys):
     skips = SkipLog()
     conv = convert_pathvqa({"train": train, "val": None, "test": test}, images, skips=skips)
     recs = {r["id"]: r for r in conv.records}
-    assert set(recs) == {"pathvqa-train-0", "pathvqa-train-1", "pathvqa-train-2", "pathvqa-test-0", "pathvqa-test-1"}
+    assert set(recs) == {"pathvqa-train-0", "pathvqa-train-1", "pathvqa-test-0", "pathvqa-test-1"}
     assert all(validate_record(r) == [] for r in conv.records)
     r0 = recs["pathvqa-train-0"]
     assert (r0["image"], r0["width"], r0["answer_type"]) == ("train/train_0422.jpg", 40, "closed")
-    assert recs["pathvqa-train-1"]["answer_type"] == "open" and recs["pathvqa-train-2"]["answer_type"] == "closed"
-    assert recs["pathvqa-train-2"]["image"] == "train/train_0423.jpg" and "width" not in recs["pathvqa-train-2"]
+    assert recs["pathvqa-train-1"]["answer_type"] == "open" and recs["pathvqa-test-1"]["answer_type"] == "closed"
     assert recs["pathvqa-test-1"]["image"] == "test/test_0001.jpg" and recs["pathvqa-test-1"]["split"] == "test"
     got = {s["item"]: s["reason"] for s in skips.skipped}
-    assert got["[3]"] == "missing value: answer" and got["[4]"].startswith("unsafe image path") and len(got) == 2
-    assert [w["message"].split(":")[0] for w in skips.warnings] == ["image missing"]
+    assert got["[3]"] == "missing value: answer" and got["[4]"].startswith("unsafe image path") and len(got) == 3
+    assert got["[2]"].startswith(f"image missing: train/train_0423.jpg not found under {images} (nor train_0423.jpg")
+    assert skips.warnings == []
     out = tmp_path / "out"
-    assert main(["data", "prepare", "pathvqa", "--train", str(train), "--test", str(test), "--images", str(images),
-                 "--out", str(out)]) == 0, capsys.readouterr().err
-    assert json.loads((out / "dataset.json").read_text())["splits"] == {"train": 3, "test": 2}
+    args = ["data", "prepare", "pathvqa", "--train", str(train), "--test", str(test), "--images", str(images),
+            "--out", str(out)]
+    assert main(args) == 1  # 1 of 3 images missing
+    assert main([*args, "--allow-missing-images"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "dataset.json").read_text())["splits"] == {"train": 2, "test": 2}
     assert main(["data", "prepare", "pathvqa", "--images", str(images), "--out", str(out)]) == 1
     assert "--train" in capsys.readouterr().err

@@ -4,7 +4,8 @@ Layout of a prepared dataset ``DIR`` (``--out`` or ``$PFMVG_DATA_ROOT/<name>``):
 
     DIR/dataset.json          {"name", "task", "image_root", "splits": {split: n}, "schema_version", ...}
     DIR/{train,val,test}.jsonl canonical records (only splits that have records)
-    DIR/prepare_report.json   every skipped row with file, line and reason; warnings
+    DIR/prepare_report.json   every skipped row with file, line and reason; warnings; images looked for and missing
+                              (the only file written when ``pfmvg data prepare`` refuses the conversion)
 """
 
 from __future__ import annotations
@@ -23,6 +24,23 @@ from pfmvg_plugin.data.skips import SkipLog
 
 SCHEMA_VERSION = 1
 DATA_ROOT_ENV = "PFMVG_DATA_ROOT"
+REPORT_NAME = "prepare_report.json"
+
+
+#: The commands that create the generated datasets (the released ones come from ``pfmvg data prepare <name>``).
+GENERATE_COMMANDS = {
+    "synthcxr": "pfmvg data synth",
+    "synthcxr_vqa": "pfmvg data synth-vqa",
+    "synthcxr_reports": "pfmvg data synth-vqa --reports",
+    "synthshapes": "pfmvg data shapes",
+}
+
+
+def prepare_command(name: str) -> str:
+    """The command that creates dataset ``name`` under the data root (for messages about a missing dataset)."""
+    if name in GENERATE_COMMANDS:
+        return f"{GENERATE_COMMANDS[name]} --out {data_root() / name}"
+    return f"pfmvg data prepare {name} ... (see `pfmvg data prepare {name} --help`)"
 
 
 def data_root() -> Path:
@@ -72,9 +90,22 @@ def write_dataset(
         **(extra or {}),
     }
     (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    report = {"dataset": name, "inputs": inputs or {}, "written": counts, **(skips or SkipLog()).to_dict()}
-    (out_dir / "prepare_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = write_prepare_report(out_dir, name, skips, inputs=inputs, written=counts)
     return {"dir": str(out_dir), **meta, "n_skipped": report["n_skipped"], "n_warnings": report["n_warnings"]}
+
+
+def write_prepare_report(out_dir: str | Path, name: str, skips: SkipLog | None = None, *, inputs: dict | None = None,
+                         written: dict[str, int] | None = None, error: str | None = None) -> dict:
+    """Write ``out_dir/prepare_report.json`` (records written per split, every skip and warning); returns it.
+
+    ``error`` is set when the conversion was refused (nothing else is written then).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"dataset": name, "inputs": inputs or {}, "written": written or {},
+              **({"error": error} if error else {}), **(skips or SkipLog()).to_dict()}
+    (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 class PreparedDataset:

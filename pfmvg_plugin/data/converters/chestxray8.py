@@ -7,7 +7,9 @@ Rows sharing (image, finding) become one record. The file says ``Infiltrate`` wh
 
 Images are looked up under ``--images`` as ``<dir>/<name>``, ``<dir>/images/<name>`` or anywhere below (the NIH
 tarballs unpack to ``images_001/images/...``; one directory walk builds a name index). A found image's real size is
-used; a missing one is assumed 1024x1024 and counted. Without ``--images`` nothing on disk is checked and the image
+used; the rows of a missing image are skipped (``image missing``, listed in ``prepare_report.json``): the release is
+12 tarballs, so a partial download is common, and ``pfmvg data prepare`` fails when too many are missing. Without
+``--images`` (or with ``--no-check-images``) nothing on disk is checked, sizes are taken as 1024x1024 and the image
 root is the CSV's folder. The split is a deterministic hash keyed by patient id (the file name before ``_``), so a
 patient never spans splits.
 """
@@ -107,8 +109,9 @@ def convert_chestxray8(
 ) -> Conversion:
     """Convert ``BBox_List_2017.csv`` into grounding records, one per (image, finding) with all its boxes.
 
-    Bad rows are skipped into ``skips`` with file, line and reason. ``images`` is the folder holding the PNGs (any
-    NIH layout); when None (or ``check_images`` is false) images are not looked up and are assumed 1024x1024.
+    Bad rows are skipped into ``skips`` with file, line and reason; so are the rows of an image missing under
+    ``images`` (the folder holding the PNGs, any NIH layout). When ``images`` is None (or ``check_images`` is false)
+    images are not looked up and are assumed 1024x1024.
     """
     bbox_csv = Path(bbox_csv)
     ratios = as_ratios(split_ratios)
@@ -117,24 +120,27 @@ def convert_chestxray8(
     rows = _read_rows(bbox_csv, skips)
 
     finder = _ImageFinder(Path(images)) if images is not None and check_images else None
-    resolved: dict[str, tuple[str, tuple[int, int]] | str] = {}  # image name -> (relpath, size) or skip reason
+    resolved: dict[str, tuple[str, tuple[int, int]] | str | None] = {}  # name -> (relpath, size), reason, or missing
     groups: dict[tuple[str, str], list[tuple[int, list[float], str]]] = {}
-    n_missing = 0
     for line, name, label, raw_label, xywh in progress(rows, desc="chestxray8 boxes", unit="box"):
         if name not in resolved:
             try:
-                resolved[name] = _resolve(finder, name)
+                resolved[name] = located = _resolve(finder, name)
             except RowError as e:
                 resolved[name] = str(e)
             else:
-                n_missing += finder is not None and resolved[name][1] is None
+                if finder is not None and located is not None:
+                    skips.image_found(located[0])
         found = resolved[name]
+        if found is None:
+            skips.image_missing(bbox_csv, line, name, images, looked_for="nor in any folder below it")
+            continue
         if isinstance(found, str):
             skips.skip(bbox_csv, line, found)
             continue
         relpath, size = found
         try:
-            box, clipped = fit_box(xywh, *(size or DEFAULT_SIZE))
+            box, clipped = fit_box(xywh, *size)
         except RowError as e:
             skips.skip(bbox_csv, line, str(e))
             continue
@@ -145,31 +151,28 @@ def convert_chestxray8(
     records = []
     for (name, label), members in groups.items():
         relpath, size = resolved[name]
-        rec = _record(name, relpath, size or DEFAULT_SIZE, label, members, ratios, seed)
+        rec = _record(name, relpath, size, label, members, ratios, seed)
         reason = invalid_record(rec)
         if reason:
             for line, _, _ in members:
                 skips.skip(bbox_csv, line, reason)
             continue
         records.append(rec)
-    if n_missing:
-        skips.warn(bbox_csv, None, f"image missing: {n_missing} of {len(resolved)} images not found under {images}; "
-                                   f"assumed {DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}")
     inputs = {"bbox_csv": str(bbox_csv), "format": "BBox_List_2017.csv",
               "images": str(images) if images is not None else None, "n_boxes_read": len(rows)}
     extra = {"split_method": f"hash(seed={seed}, ratios={ratios_text(ratios)}, key=patient_id)",
-             "images_checked": finder is not None, "n_images": len(resolved), "n_missing_images": n_missing}
+             "images_checked": finder is not None, "n_images": len(resolved)}
     return Conversion(records=records, image_root=Path(images) if images is not None else bbox_csv.parent,
                       inputs=inputs, extra=extra)
 
 
-def _resolve(finder: _ImageFinder | None, name: str) -> tuple[str, tuple[int, int] | None]:
-    """(relpath under the image root, real size or None when not found/not checked)."""
+def _resolve(finder: _ImageFinder | None, name: str) -> tuple[str, tuple[int, int]] | None:
+    """(relpath under the image root, size): the real size, or 1024x1024 when not checked; None when missing."""
     if finder is None:
-        return name, None
+        return name, DEFAULT_SIZE
     relpath = finder.locate(name)
     if relpath is None:
-        return name, None
+        return None
     return relpath, read_image_size(safe_join(finder.root, relpath))
 
 
@@ -229,8 +232,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder holding the PNGs (flat, images/, or images_NNN/images/ as unpacked); without "
                              "it images are not looked up and the image root is the CSV's folder")
     parser.add_argument("--no-check-images", dest="check_images", action="store_false",
-                        help="do not look up or open the images (sizes assumed 1024x1024)")
-    add_split_arguments(parser)
+                        help="do not look up or open the images: no row is skipped for a missing image and sizes "
+                             "are assumed 1024x1024")
+    add_split_arguments(parser, "patient",
+                        note="; 0,0,1 puts every box in the test split, which chestxray8_grounding scores")
 
 
 def _run(args: argparse.Namespace, skips: SkipLog) -> Conversion:
@@ -243,4 +248,5 @@ register_converter(ConverterSpec(
     help="NIH ChestX-ray8 boxes (BBox_List_2017.csv; 8 findings, 1024x1024 PNGs), split by patient",
     add_arguments=_add_arguments,
     run=_run,
+    checks_images=True,
 ))

@@ -383,10 +383,6 @@ class ImageSizes:
             raise RowError(found)
         return found
 
-    @property
-    def n_missing(self) -> int:
-        return sum(1 for v in self.cache.values() if v is None)
-
 
 def carve_val(key: str, ratios: Sequence[float], seed: int = 0) -> str:
     """``train`` or ``val`` for an item of an official train set, hashed by ``key`` with the TRAIN:VAL ratio."""

@@ -4,8 +4,10 @@ Input: R2Gen's ``iu_xray/annotation.json``, ``{"train": [...], "val": [...], "te
 ``{id, report, image_path: [view, ...], split?}``; ``image_path`` entries (``CXR2384_IM-0942/0.png``) are relative to
 ``--images`` (``iu_xray/images``). One record per item: id ``iuxray-<id>``, ``image`` = the first view, ``images`` =
 all views in order, ``report`` the text. The split is the list the item sits in (``validate``/``valid`` -> val); an
-item's own ``split`` key, when it disagrees, only gives a warning. A view missing on disk is a warning (record kept);
-``--no-check-images`` skips the disk check. The raw OpenI XML reports (``NLMCXR_reports``) are not read.
+item's own ``split`` key, when it disagrees, only gives a warning. A view missing on disk is dropped from the record
+(a ``view dropped`` warning); an item none of whose views exists is skipped (``image missing``). Both are listed in
+``prepare_report.json``; ``--no-check-images`` skips the disk check. The raw OpenI XML reports (``NLMCXR_reports``)
+are not read.
 
 :func:`convert_r2gen` also serves ``mimiccxr_reports`` (the same file shape).
 """
@@ -47,7 +49,8 @@ def convert_r2gen(
     """Convert an R2Gen-style ``annotation.json`` into report records of ``source`` (one per item).
 
     ``prefix`` is put before every ``image_path`` entry (MIMIC-CXR's ``files/``). Bad items go to ``skips`` with
-    ``line: null`` and ``item: "train[12]"``; an unreadable file raises :class:`ConversionError`.
+    ``line: null`` and ``item: "train[12]"``; with ``check_images`` missing views are dropped and an item with no
+    view on disk is skipped. An unreadable file raises :class:`ConversionError`.
     """
     annotations, images = Path(annotations), Path(images)
     if not images.is_dir():
@@ -66,7 +69,6 @@ def convert_r2gen(
             raise ConversionError(f"{annotations}: {key!r} is {type(items).__name__}, not a list of reports")
     records: list[dict] = []
     seen: dict[str, str] = {}
-    n_views = n_missing = 0
     for key, items in data.items():
         for i, item in enumerate(progress(items, desc=f"{source} {key}", unit="report")):
             where = f"{key}[{i}]"
@@ -90,21 +92,25 @@ def convert_r2gen(
                 skips.warn(annotations, None, f"split mismatch: item says {own!r}, it sits in {key!r} (kept in "
                                               f"{splits[key]})", item=where)
             if check_images:
-                n_views += len(targets)
-                for view, target in zip(rec["images"], targets, strict=True):
-                    if not target.is_file():
-                        n_missing += 1
-                        skips.warn(annotations, None, f"image missing: {view} (record kept)", item=where)
+                present = [view for view, target in zip(rec["images"], targets, strict=True) if target.is_file()]
+                if not present:
+                    skips.image_missing(annotations, None, rec["images"], images, item=where)
+                    continue
+                for view in rec["images"]:
+                    if view in present:
+                        skips.image_found(view)
+                    else:
+                        skips.view_dropped(annotations, None, view, len(present), images, item=where)
+                if len(present) < len(rec["images"]):
+                    rec["meta"]["missing_views"] = [v for v in rec["images"] if v not in present]
+                    rec["image"], rec["images"] = present[0], present
             seen[rec["id"]] = where
             records.append(rec)
-    if check_images and n_views and n_missing == n_views:
-        skips.warn(annotations, None, f"image missing: none of the {n_views} views was found under {images}")
     return Conversion(
         records=records,
         image_root=images,
         inputs={"annotations": str(annotations), "images": str(images), "check_images": check_images},
-        extra={"split_policy": "official (the annotation file's train/val/test lists)", "n_views": n_views,
-               "n_missing_images": n_missing},
+        extra={"split_policy": "official (the annotation file's train/val/test lists)"},
     )
 
 
@@ -131,7 +137,8 @@ def add_r2gen_arguments(parser: argparse.ArgumentParser, images_help: str) -> No
                         help='R2Gen annotation.json ({"train": [...], "val": [...], "test": [...]})')
     parser.add_argument("--images", type=Path, required=True, metavar="DIR", help=images_help)
     parser.add_argument("--no-check-images", dest="check_images", action="store_false",
-                        help="do not look for the image files on disk (no missing-image warnings)")
+                        help="do not look for the image files on disk (no view is dropped, no item skipped for a "
+                             "missing image)")
 
 
 register_converter(ConverterSpec(
@@ -140,4 +147,5 @@ register_converter(ConverterSpec(
     add_arguments=lambda p: add_r2gen_arguments(p, "iu_xray/images (holding CXR*_IM-*/0.png ...)"),
     run=lambda args, skips: convert_r2gen(args.annotations, args.images, source=SOURCE,
                                           check_images=args.check_images, skips=skips),
+    checks_images=True,
 ))

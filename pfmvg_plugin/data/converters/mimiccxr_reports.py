@@ -5,7 +5,8 @@ Input: R2Gen's ``mimic_cxr/annotation.json`` (same shape as IU-Xray's: ``{"train
 (``--images``). ``image_path`` entries (``p10/p10000032/s50414267/<dicom_id>.jpg``) are relative to ``files/``: when
 ``--images`` holds ``files/``, records address ``files/p10/...``; when ``--images`` is ``files/`` itself, ``p10/...``.
 Records: id ``mimiccxr_reports-<id>``, ``image`` the first view, ``images`` all, ``meta`` with study/subject ids.
-Split: the annotation file's lists. See :mod:`pfmvg_plugin.data.converters.iuxray` for the rules on bad items.
+Split: the annotation file's lists. See :mod:`pfmvg_plugin.data.converters.iuxray` for the rules on bad items and
+missing views (dropped; an item with none on disk is skipped).
 """
 
 from __future__ import annotations
@@ -35,4 +36,5 @@ register_converter(ConverterSpec(
     add_arguments=lambda p: add_r2gen_arguments(p, "MIMIC-CXR-JPG root (holding files/p10/...), or files/ itself"),
     run=lambda args, skips: convert_mimiccxr_reports(args.annotations, args.images, check_images=args.check_images,
                                                      skips=skips),
+    checks_images=True,
 ))

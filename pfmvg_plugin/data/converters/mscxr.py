@@ -6,8 +6,9 @@ one ``x,y,w,h`` box in original pixels; rows sharing ``(dicom_id, category_name,
 ``phrase`` is the label text, so an image with several phrases gives several records with distinct ids.
 
 Images are MIMIC-CXR-JPG files addressed by ``path`` relative to the MIMIC-CXR-JPG root (``--images``, the folder
-holding ``files/``). With ``--images`` each image's header size is checked against the annotation; without it nothing
-on disk is checked and the dataset's image root is the annotation file's folder.
+holding ``files/``). With ``--images`` each image's header size is checked against the annotation and the rows of a
+missing image are skipped (``image missing``); without it (or with ``--no-check-images``) nothing on disk is checked
+and the dataset's image root is the annotation file's folder.
 
 Split: ``--split-file`` (CSV ``dicom_id,split``) when given, else the official ``split`` column/key when present, else
 a deterministic hash split keyed by ``dicom_id`` (all phrases of an image share a split).
@@ -74,11 +75,15 @@ class _Row:
 
 
 def _skip(skips: SkipLog, file: Path, row: _Row, reason: str) -> None:
-    skips.skip(file, row.line, reason, **({"item": row.item} if row.item else {}))
+    skips.skip(file, row.line, reason, **_item(row))
+
+
+def _item(row: _Row) -> dict:
+    return {"item": row.item} if row.item else {}
 
 
 def _warn(skips: SkipLog, file: Path, row: _Row, message: str) -> None:
-    skips.warn(file, row.line, message, **({"item": row.item} if row.item else {}))
+    skips.warn(file, row.line, message, **_item(row))
 
 
 def detect_format(path: Path) -> str:
@@ -265,7 +270,8 @@ def convert_mscxr(
     """Convert an MS-CXR CSV (v1.0.0/v1.1.0) or COCO JSON into grounding records, one per image-phrase pair.
 
     Bad rows are skipped into ``skips`` with file, line and reason; a group keeps its good boxes. ``images`` is the
-    MIMIC-CXR-JPG root (sizes checked when ``check_images``); when None the image root is ``annotations.parent``.
+    MIMIC-CXR-JPG root (sizes checked and rows of missing images skipped when ``check_images``); when None the image
+    root is ``annotations.parent``.
     """
     annotations = Path(annotations)
     ratios = as_ratios(split_ratios)
@@ -298,25 +304,21 @@ def convert_mscxr(
             return assign_split(row.dicom_id, ratios, seed)
 
     root = Path(images) if images is not None else annotations.parent
-    records, n_images, n_missing = _build_records(rows, annotations, Path(images) if images is not None else None,
-                                                  check_images, split_of, skips)
-    if images is not None and check_images and n_images and n_missing == n_images:
-        skips.warn(annotations, None, f"image missing: none of the {n_images} images was found under {images}; "
-                                      "--images should be the MIMIC-CXR-JPG root (the folder holding files/)")
+    records, n_images = _build_records(rows, annotations, Path(images) if images is not None else None,
+                                       check_images, split_of, skips)
     inputs = {"annotations": str(annotations), "format": fmt, "images": str(images) if images is not None else None,
               "split_file": str(split_file) if split_file is not None else None, "n_boxes_read": len(rows)}
     extra = {"split_method": split_method, "images_checked": images is not None and check_images,
-             "n_images": n_images, "n_missing_images": n_missing}
+             "n_images": n_images}
     return Conversion(records=records, image_root=root, inputs=inputs, extra=extra)
 
 
 def _build_records(rows: list[_Row], file: Path, images: Path | None, check_images: bool,
-                   split_of: Callable[[_Row], str], skips: SkipLog) -> tuple[list[dict], int, int]:
+                   split_of: Callable[[_Row], str], skips: SkipLog) -> tuple[list[dict], int]:
     by_image: dict[str, list[_Row]] = {}
     for row in rows:
         by_image.setdefault(row.dicom_id, []).append(row)
     groups: dict[tuple[str, str, str], list[tuple[_Row, list[float], str]]] = {}
-    n_missing = 0
     for dicom_id, image_rows in progress(by_image.items(), desc="mscxr images", total=len(by_image), unit="image"):
         first = image_rows[0]
         kept = []
@@ -333,8 +335,11 @@ def _build_records(rows: list[_Row], file: Path, images: Path | None, check_imag
                 _skip(skips, file, row, str(e))
             continue
         if missing:
-            n_missing += 1
-            _warn(skips, file, first, f"image missing: {first.path} (record kept, size from the annotations)")
+            for row in kept:
+                skips.image_missing(file, row.line, row.path, images, **_item(row))
+            continue
+        if real_size:
+            skips.image_found(first.path)
         ref_size = real_size or first.size
         for row in kept:
             if row.size != ref_size:
@@ -372,7 +377,7 @@ def _build_records(rows: list[_Row], file: Path, images: Path | None, check_imag
                 _skip(skips, file, row, reason)
             continue
         records.append(rec)
-    return records, len(by_image), n_missing
+    return records, len(by_image)
 
 
 def _where(row: _Row) -> str:
@@ -419,8 +424,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-file", type=Path, default=None, metavar="CSV",
                         help="CSV with dicom_id,split columns; overrides the official split column")
     parser.add_argument("--no-check-images", dest="check_images", action="store_false",
-                        help="do not open the images (no size check, no missing-image warnings)")
-    add_split_arguments(parser)
+                        help="do not open the images (no size check; no row is skipped for a missing image)")
+    add_split_arguments(parser, "image (dicom_id)")
 
 
 def _run(args: argparse.Namespace, skips: SkipLog) -> Conversion:
@@ -434,4 +439,5 @@ register_converter(ConverterSpec(
     help="MS-CXR phrase grounding (PhysioNet CSV v1.0.0/v1.1.0 or COCO JSON; images from MIMIC-CXR-JPG)",
     add_arguments=_add_arguments,
     run=_run,
+    checks_images=True,
 ))

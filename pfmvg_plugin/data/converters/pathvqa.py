@@ -6,8 +6,8 @@ Input: one JSON list (or JSON Lines) file per split, ``--train``/``--val``/``--t
 them to JSON first). ``answer_type`` is derived: a yes/no answer is ``closed``, any other ``open``.
 
 Images: a bare name is looked up as ``<name>.jpg``/``.jpeg``/``.png`` anywhere under ``--images`` (the release's
-``images`` folder holding ``train/``, ``val/``, ``test/``); a missing one is a warning and the record keeps the path
-``<split>/<name>.jpg`` without a size. Record ids are ``pathvqa-<split>-<index in the file>``.
+``images`` folder holding ``train/``, ``val/``, ``test/``); a question whose image is missing is skipped (``image
+missing``, listed in ``prepare_report.json``). Record ids are ``pathvqa-<split>-<index in the file>``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ def answer_type_of(answer: str) -> str:
 
 
 def convert_pathvqa(files: dict[str, Path | None], images: Path, *, skips: SkipLog) -> Conversion:
-    """Convert PathVQA split files (``{"train": path, "val": path, "test": path}``, None = absent)."""
+    """Convert PathVQA split files (``{"train": path, "val": path, "test": path}``, None = absent).
+
+    Bad items and questions whose image is missing under ``images`` go to ``skips`` (``item: "[i]"``).
+    """
     images = Path(images)
     given = {split: Path(p) for split, p in files.items() if p is not None}
     if not given:
@@ -52,7 +55,6 @@ def convert_pathvqa(files: dict[str, Path | None], images: Path, *, skips: SkipL
     finder = ImageFinder(images, IMAGE_SUFFIXES)
     sizes = ImageSizes(images)
     records: list[dict] = []
-    warned: set[str] = set()
     for split, path in given.items():
         data = read_json(path, "a PathVQA split file (a list of {image, question, answer})")
         if not isinstance(data, list):
@@ -61,13 +63,14 @@ def convert_pathvqa(files: dict[str, Path | None], images: Path, *, skips: SkipL
         for i, item in enumerate(progress(data, desc=f"pathvqa {path.name}", unit="question")):
             where = f"[{i}]"
             try:
-                rec, size, found = _record(item, split, i, finder, sizes)
+                rec, size, looked_for = _record(item, split, i, finder, sizes)
             except RowError as e:
                 skips.skip(path, None, str(e), item=where)
                 continue
-            if not found and rec["image"] not in warned:
-                warned.add(rec["image"])
-                skips.warn(path, None, f"image missing: {rec['image']} (record kept without size)", item=where)
+            if size is None:
+                skips.image_missing(path, None, rec["image"], images, looked_for=looked_for, item=where)
+                continue
+            skips.image_found(rec["image"])
             reason = invalid_record(rec)
             if reason:
                 skips.skip(path, None, reason, item=where)
@@ -77,24 +80,25 @@ def convert_pathvqa(files: dict[str, Path | None], images: Path, *, skips: SkipL
         records=records,
         image_root=images,
         inputs={"files": {s: str(p) for s, p in given.items()}, "images": str(images)},
-        extra={"split_policy": "official (one file per split)", "answer_type": "derived: yes/no = closed",
-               "n_missing_images": len(warned)},
+        extra={"split_policy": "official (one file per split)", "answer_type": "derived: yes/no = closed"},
     )
 
 
 def _record(item: Any, split: str, index: int, finder: ImageFinder,
-            sizes: ImageSizes) -> tuple[dict, tuple[int, int] | None, bool]:
+            sizes: ImageSizes) -> tuple[dict, tuple[int, int] | None, str]:
+    """The record (without a size when its image is missing), the size, and how a bare name was looked for."""
     if not isinstance(item, dict):
         raise RowError(f"unreadable item: {type(item).__name__}, not an object")
     question, answer = text_value(item, "question"), text_value(item, "answer")
     name = text_value(item, "image")
-    size = None
+    size, looked_for = None, ""
     if is_plain_name(name) and PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
         found = finder.find(name)
         if isinstance(found, str):
             raise RowError(found)
         if found is None:
             image = f"{split}/{name}.jpg"
+            looked_for = f"nor {name}{'/'.join(IMAGE_SUFFIXES)} in any folder below it"
         else:
             image, size = found[0], (found[1], found[2])
     else:
@@ -103,7 +107,7 @@ def _record(item: Any, split: str, index: int, finder: ImageFinder,
     meta = {"index": index, "image_name": name}
     rec = vqa_record(record_id=f"{SOURCE}-{split}-{index}", source=SOURCE, split=split, image=image,
                      question=question, answer=answer, answer_type=answer_type_of(answer), size=size, meta=meta)
-    return rec, size, size is not None
+    return rec, size, looked_for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,4 +124,5 @@ register_converter(ConverterSpec(
     add_arguments=add_arguments,
     run=lambda args, skips: convert_pathvqa({"train": args.train, "val": args.val, "test": args.test},
                                             args.images, skips=skips),
+    checks_images=True,
 ))

@@ -7,8 +7,9 @@ Input: ``stage_2_train_labels.csv`` (``.csv``, ``.csv.gz`` or a ``.zip`` holding
 
 Images: ``<patientId>.dcm`` found by name under ``--images`` (the folder holding ``stage_2_train_images/`` or that
 folder itself; a PNG/JPG export of the same name is used when there is no DICOM). The size comes from the DICOM
-header; a missing image is assumed 1024x1024 and reported as a warning ("image missing"). There is no official
-split with labels: patients are hashed into train/val/test by ``patientId``.
+header; the rows of a patient whose image is missing are skipped (``image missing``, listed in
+``prepare_report.json``), and ``pfmvg data prepare`` fails when too many are missing. There is no official split with
+labels: patients are hashed into train/val/test by ``patientId``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from pfmvg_plugin.data.converters.registry import (
     add_split_arguments,
     register_converter,
 )
-from pfmvg_plugin.data.images import UnsafePathError, safe_join
 from pfmvg_plugin.data.schema import grounding_record
 from pfmvg_plugin.data.skips import SkipLog
 from pfmvg_plugin.data.splits import as_ratios, assign_split, parse_ratios, ratios_text
@@ -44,7 +44,6 @@ REQUIRED_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
 COORDS = ("x", "y", "width", "height")
 IMAGE_DIR = "stage_2_train_images"
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
-DEFAULT_SIZE = (1024, 1024)
 PHRASE = "pneumonia"
 CATEGORY = "Pneumonia"
 
@@ -60,8 +59,8 @@ def convert_rsna(
     """Convert RSNA ``stage_2_train_labels.csv`` into one grounding record per positive patient.
 
     Patients are split by a hash of ``patientId`` with ``split_ratios`` (train, val, test). Negatives and bad rows
-    go to ``skips`` with file, line and reason; images missing under ``images`` are assumed 1024x1024 (a warning).
-    An unreadable file or missing columns raise :class:`ConversionError`.
+    go to ``skips`` with file, line and reason, and so do the rows of a patient whose image is missing under
+    ``images``. An unreadable file or missing columns raise :class:`ConversionError`.
     """
     labels, images = Path(labels), Path(images)
     if not labels.is_file():
@@ -72,25 +71,13 @@ def convert_rsna(
     prefix = f"{IMAGE_DIR}/" if (images / IMAGE_DIR).is_dir() else ""
     finder = ImageFinder(images, IMAGE_SUFFIXES)
 
-    located: dict[str, tuple[str, int, int, str] | str] = {}
+    located: dict[str, tuple[str, int, int] | str | None] = {}  # patientId -> (path, size), reason or missing
 
-    def locate(pid: str, line: int) -> tuple[str, int, int, str] | str:
+    def locate(pid: str) -> tuple[str, int, int] | str | None:
         if pid not in located:
-            found = finder.find(pid)
+            located[pid] = found = finder.find(pid)
             if isinstance(found, tuple):
-                located[pid] = (*found, "image header")
-            elif isinstance(found, str):
-                located[pid] = found
-            else:
-                rel = f"{prefix}{pid}.dcm"
-                try:
-                    safe_join(images, rel)
-                except UnsafePathError as e:
-                    located[pid] = f"path escapes the image root: {e}"
-                else:
-                    w, h = DEFAULT_SIZE
-                    skips.warn(labels, line, f"image missing: {rel}; assuming {w}x{h}", patient_id=pid)
-                    located[pid] = (rel, w, h, "default")
+                skips.image_found(found[0])
         return located[pid]
 
     groups: dict[str, list[tuple[list[float], int]]] = {}
@@ -121,11 +108,15 @@ def convert_rsna(
         if w <= 0 or h <= 0:
             skips.skip(labels, line, f"zero or negative size: width={w:g} height={h:g}", patient_id=pid)
             continue
-        found = locate(pid, line)
+        found = locate(pid)
+        if found is None:
+            skips.image_missing(labels, line, f"{prefix}{pid}.dcm", images, patient_id=pid,
+                                looked_for=f"nor {pid}{'/'.join(IMAGE_SUFFIXES[1:])} in any folder below it")
+            continue
         if isinstance(found, str):
             skips.skip(labels, line, found, patient_id=pid)
             continue
-        rel, iw, ih, _ = found
+        rel, iw, ih = found
         box = list(xywh_to_xyxy(x, y, w, h))
         if box[0] < 0 or box[1] < 0 or box[2] > iw or box[3] > ih:
             skips.skip(labels, line, f"box outside image: {box} not inside {iw}x{ih}", patient_id=pid)
@@ -134,8 +125,8 @@ def convert_rsna(
 
     records = []
     for pid, rows in progress(sorted(groups.items()), desc="rsna records", unit="records"):
-        rel, iw, ih, size_from = located[pid]  # type: ignore[misc]  # rows exist only for located images
-        meta = {"patient_id": pid, "lines": [ln for _, ln in rows], "n_boxes": len(rows), "size_from": size_from}
+        rel, iw, ih = located[pid]  # type: ignore[misc]  # rows exist only for located images
+        meta = {"patient_id": pid, "lines": [ln for _, ln in rows], "n_boxes": len(rows)}
         rec = grounding_record(record_id=f"{SOURCE}-{pid}", source=SOURCE, split=assign_split(pid, ratios, seed),
                                image=rel, width=iw, height=ih, phrase=PHRASE, boxes=[box for box, _ in rows],
                                category=CATEGORY, meta=meta)
@@ -158,7 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stage_2_train_labels.csv (patientId,x,y,width,height,Target)")
     parser.add_argument("--images", type=Path, required=True, metavar="DIR",
                         help=f"folder holding {IMAGE_DIR}/<patientId>.dcm, or that folder itself")
-    add_split_arguments(parser)
+    add_split_arguments(parser, "patient (one image each)")
 
 
 def _run(args: argparse.Namespace, skips: SkipLog) -> Conversion:
@@ -171,4 +162,5 @@ register_converter(ConverterSpec(
     help="RSNA Pneumonia Detection (stage_2_train_labels.csv): one record per positive patient with all its boxes",
     add_arguments=add_arguments,
     run=_run,
+    checks_images=True,
 ))

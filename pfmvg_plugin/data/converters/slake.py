@@ -8,12 +8,12 @@ which is the dataset's image root. A missing split file is a warning; all three 
 ``slake``: one VQA record per question (id ``slake-<qid>``), split from the file (``validate`` -> val). SLAKE is
 bilingual: ``--lang en`` (default) keeps English questions, ``zh`` Chinese, ``all`` both; questions of the other
 language are counted in ``dataset.json`` (``n_other_language``), not reported as skipped. ``answer_type`` is
-OPEN/CLOSED in the release (lower-cased here); a missing image is a warning and the record has no size.
+OPEN/CLOSED in the release (lower-cased here); a question whose image is missing is skipped (``image missing``).
 
 ``slake_grounding``: one grounding record per (image, label) from ``imgs/xmlabN/detection.json`` (a list of
 ``{label: [x, y, w, h]}`` in pixels of ``source.jpg``); all boxes of a label form one record, phrase = category =
 label. The image's split is the split of its questions in the JSON files; an image no JSON file names is hashed with
-``--split-ratios`` (by folder name) and reported as a warning.
+``--split-ratios`` (by folder name) and reported as a warning. The boxes of a missing ``source.jpg`` are skipped.
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ def _missing_split_files(root: Path, skips: SkipLog) -> None:
 
 
 def convert_slake(root: Path, *, lang: str = "en", skips: SkipLog) -> Conversion:
-    """Convert SLAKE's split files into VQA records of language ``lang`` (``en``, ``zh`` or ``all``)."""
+    """Convert SLAKE's split files into VQA records of language ``lang`` (``en``, ``zh`` or ``all``).
+
+    Bad items and questions whose image is missing under ``imgs/`` go to ``skips`` (``item: "[i]"``).
+    """
     root = Path(root)
     if lang not in LANGS:
         raise ValueError(f"lang must be one of {', '.join(LANGS)}, got {lang!r}")
@@ -96,7 +99,6 @@ def convert_slake(root: Path, *, lang: str = "en", skips: SkipLog) -> Conversion
     records: list[dict] = []
     seen: dict[str, str] = {}
     other_lang: dict[str, int] = {}
-    warned: set[str] = set()
     for split, path in present:
         for i, item in enumerate(progress(_read_split_file(path), desc=f"slake {path.name}", unit="question")):
             where = f"[{i}]"
@@ -112,13 +114,12 @@ def convert_slake(root: Path, *, lang: str = "en", skips: SkipLog) -> Conversion
             except RowError as e:
                 skips.skip(path, None, str(e), item=where)
                 continue
-            if size is not None:
-                rec = vqa_record(**{k: rec[k] for k in ("source", "split", "image", "question", "answer",
-                                                        "answer_type", "meta")}, record_id=rec["id"], size=size)
-            elif rec["image"] not in warned:
-                warned.add(rec["image"])
-                skips.warn(path, None, f"image missing: {IMAGE_DIR}/{rec['image']} (record kept without size)",
-                           item=where)
+            if size is None:
+                skips.image_missing(path, None, rec["image"], images, item=where)
+                continue
+            skips.image_found(rec["image"])
+            rec = vqa_record(**{k: rec[k] for k in ("source", "split", "image", "question", "answer",
+                                                    "answer_type", "meta")}, record_id=rec["id"], size=size)
             reason = invalid_record(rec)
             if reason:
                 skips.skip(path, None, reason, item=where)
@@ -130,7 +131,7 @@ def convert_slake(root: Path, *, lang: str = "en", skips: SkipLog) -> Conversion
         image_root=images,
         inputs={"root": str(root), "files": [str(p) for _, p in present], "lang": lang},
         extra={"split_policy": "official (train.json, validate.json -> val, test.json)", "lang": lang,
-               "n_other_language": other_lang, "n_missing_images": sizes.n_missing},
+               "n_other_language": other_lang},
     )
 
 
@@ -203,12 +204,15 @@ def convert_slake_grounding(root: Path, *, split_ratios: Sequence[float] | str =
         rel = f"{folder}/{SOURCE_IMAGE}"
         try:
             size = sizes.size(rel) if is_plain_name(folder) else None
-            if size is None:
-                raise RowError(f"image missing: {IMAGE_DIR}/{rel} (needed for the image size)")
         except RowError as e:
             for i in range(len(data)):
                 skips.skip(path, None, str(e), item=f"[{i}]")
             continue
+        if size is None:
+            for i in range(len(data)):
+                skips.image_missing(path, None, rel, images, item=f"[{i}]")
+            continue
+        skips.image_found(rel)
         split = image_split.get(folder)
         if split is None:
             split = assign_split(folder, ratios, seed)
@@ -276,7 +280,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_grounding_arguments(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
-    add_split_arguments(parser)
+    add_split_arguments(parser, "image folder")
 
 
 register_converter(ConverterSpec(
@@ -284,6 +288,7 @@ register_converter(ConverterSpec(
     help="SLAKE bilingual medical VQA (Slake1.0: train/validate/test.json + imgs/); English by default",
     add_arguments=add_arguments,
     run=lambda args, skips: convert_slake(args.root, lang=args.lang, skips=skips),
+    checks_images=True,
 ))
 
 register_converter(ConverterSpec(
@@ -292,4 +297,5 @@ register_converter(ConverterSpec(
     add_arguments=add_grounding_arguments,
     run=lambda args, skips: convert_slake_grounding(args.root, split_ratios=parse_ratios(args.split_ratios),
                                                     seed=args.seed, skips=skips),
+    checks_images=True,
 ))

@@ -13,7 +13,8 @@ one CSV):
 Images are found by name anywhere under ``--images``: ``<image_id>.dicom``/``.dcm`` (Kaggle ``train/``, PhysioNet
 ``train/`` and ``test/``; size from the DICOM header) or a PNG/JPG export ``<image_id>.png|.jpg|.jpeg`` (size from
 the file; boxes stay in the original DICOM pixels, so a resized export makes its boxes fall outside and be skipped).
-The CSVs carry no image size, so rows whose image is not found are skipped.
+The CSVs carry no image size; the rows of an image not found are skipped (``image missing``, listed in
+``prepare_report.json``), and ``pfmvg data prepare`` fails when too many are missing.
 
 Every radiologist's box is one row; "No finding" rows have empty coordinates and are counted as skipped
 ("no finding"), not as errors. One record per (image, class) holds that class's boxes after fusion across
@@ -165,11 +166,16 @@ def convert_vindr(
             if x2 <= x1 or y2 <= y1:
                 skips.skip(path, line, f"zero or negative size: box {[x1, y1, x2, y2]}", image_id=image_id)
                 continue
-            found = finder.find(image_id) or "image not found: size unknown"
+            found = finder.find(image_id)
+            if found is None:
+                skips.image_missing(path, line, image_id, images, image_id=image_id,
+                                    looked_for=f"no {image_id}{'/'.join(IMAGE_SUFFIXES)} in any folder below it")
+                continue
             if isinstance(found, str):
                 skips.skip(path, line, found, image_id=image_id)
                 continue
             rel, w, h = found
+            skips.image_found(rel)
             if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
                 hint = "" if rel.lower().endswith((".dicom", ".dcm")) else " (resized export? boxes are DICOM pixels)"
                 skips.skip(path, line, f"box outside image: {[x1, y1, x2, y2]} not inside {w}x{h} {rel}{hint}",
@@ -261,4 +267,5 @@ register_converter(ConverterSpec(
          "class, radiologists' boxes fused",
     add_arguments=add_arguments,
     run=_run,
+    checks_images=True,
 ))

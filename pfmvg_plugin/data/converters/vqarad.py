@@ -6,7 +6,7 @@ derived from it), a list of objects with at least ``qid, image_name, question, a
 Several files may be given (``--annotations a.json b.json``); a ``qid`` seen twice is skipped the second time.
 
 Images: ``image_name`` (``synpic12345.jpg``) relative to ``--images`` (``VQA_RAD Image Folder``). The size is read from
-the image header; a missing image keeps its record without ``width``/``height`` and is reported as a warning.
+the image header; a question whose image is missing is skipped (``image missing``, listed in ``prepare_report.json``).
 
 Split: the release's ``phrase_type`` marks the official test questions (``test_freeform``, ``test_para``); every
 other question is train (an item without ``phrase_type`` is train). There is no official val: with
@@ -54,7 +54,8 @@ def convert_vqarad(
     """Convert VQA-RAD JSON file(s) into one VQA record per question (id ``vqarad-<qid>``).
 
     ``split_ratios`` (TRAIN,VAL,TEST) carves val out of the official train set by image; None keeps train/test only.
-    Bad items go to ``skips`` (``line: null``, ``item: "[i]"``); an unreadable file raises :class:`ConversionError`.
+    Bad items and items whose image is missing go to ``skips`` (``line: null``, ``item: "[i]"``); an unreadable file
+    raises :class:`ConversionError`.
     """
     files = [Path(annotations)] if isinstance(annotations, (str, Path)) else [Path(a) for a in annotations]
     images = Path(images)
@@ -65,7 +66,6 @@ def convert_vqarad(
     sizes = ImageSizes(images)
     records: list[dict] = []
     seen: dict[str, str] = {}
-    warned: set[str] = set()
     for path in files:
         data = read_json(path, "the VQA-RAD JSON release (a list of questions)")
         if not isinstance(data, list):
@@ -84,14 +84,12 @@ def convert_vqarad(
                 skips.skip(path, None, str(e), item=where)
                 continue
             if size is None:
-                if rec["image"] not in warned:
-                    warned.add(rec["image"])
-                    skips.warn(path, None, f"image missing: {rec['image']} (record kept without width/height)",
-                               item=where)
-            else:
-                rec = vqa_record(record_id=rec["id"], source=SOURCE, split=rec["split"], image=rec["image"],
-                                 question=rec["question"], answer=rec["answer"], answer_type=rec["answer_type"],
-                                 size=size, meta=rec["meta"])
+                skips.image_missing(path, None, rec["image"], images, item=where)
+                continue
+            skips.image_found(rec["image"])
+            rec = vqa_record(record_id=rec["id"], source=SOURCE, split=rec["split"], image=rec["image"],
+                             question=rec["question"], answer=rec["answer"], answer_type=rec["answer_type"],
+                             size=size, meta=rec["meta"])
             reason = invalid_record(rec)
             if reason:
                 skips.skip(path, None, reason, item=where)
@@ -107,7 +105,7 @@ def convert_vqarad(
         image_root=images,
         inputs={"annotations": [str(p) for p in files], "images": str(images),
                 "split_ratios": list(ratios) if ratios else None, "seed": seed},
-        extra={"split_policy": policy, "n_missing_images": sizes.n_missing},
+        extra={"split_policy": policy},
     )
 
 
@@ -151,4 +149,5 @@ register_converter(ConverterSpec(
     help="VQA-RAD radiology VQA (the public JSON release + image folder); official train/test by phrase_type",
     add_arguments=add_arguments,
     run=_run,
+    checks_images=True,
 ))
