@@ -161,7 +161,7 @@ def test_synthcxr_reports_are_generated_on_first_use(tmp_path, monkeypatch):
 @pytest.mark.parametrize("convention", list(CONVENTIONS))
 def test_prompt_follows_the_convention(convention):
     assert rt.doc_to_text({"id": "x"}, {"convention": convention}) == build_prompt("report", convention)
-    assert state.prompt_convention() == convention
+    assert state.prompt_convention({"id": "x"}) == convention
 
 
 def test_missing_data_names_the_command(tmp_path, monkeypatch):

@@ -178,7 +178,7 @@ def test_prompt_follows_the_convention(convention):
     doc = {"id": "x", "question": "Is there a pneumothorax?"}
     text = vt.doc_to_text(doc, {"convention": convention})
     assert text == build_prompt("vqa", convention, question="Is there a pneumothorax?")
-    assert state.prompt_convention() == convention
+    assert state.prompt_convention(doc) == convention
 
 
 def test_prompt_defers_to_our_model():

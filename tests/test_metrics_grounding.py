@@ -25,6 +25,8 @@ from pfmvg_plugin.metrics import (
     union_overlap,
 )
 
+pytestmark = pytest.mark.lowest
+
 
 def _tv_iou(a, b) -> np.ndarray:
     """torchvision's pairwise IoU matrix in float64."""

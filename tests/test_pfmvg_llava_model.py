@@ -232,7 +232,8 @@ def adapter_dir(tiny_dir, tmp_path_factory):
     )
     model = peft.get_peft_model(base, config)
     wrapped = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.Module)]
-    assert wrapped and all("language_model" in n for n in wrapped), wrapped  # never the vision tower (DESIGN §7)
+    # never the vision tower (a plain q_proj/v_proj target would also wrap its attention)
+    assert wrapped and all("language_model" in n for n in wrapped), wrapped
     torch.manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():

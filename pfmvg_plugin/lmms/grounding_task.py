@@ -19,7 +19,10 @@ Prompts and box formats follow the model (``lmms_eval_specific_kwargs`` -> :mod:
 * per-category keys ``acc@0.5/<category>`` and ``miou/<category>`` for the dataset's categories
   (:data:`CATEGORIES_BY_SOURCE`): the compact score for the doc's own category, None for the others, so every key
   has one value per doc (lmms-eval takes a task's sample count from whichever key it aggregates last);
-* ``multibox_mode`` and ``prompt_convention`` as strings, shown as rows of the results table.
+* ``multibox_mode`` and ``prompt_convention`` as strings, shown as rows of the results table;
+* ``n_scored`` (the docs every metric is over) and ``image_errors``: a doc whose image cannot be read is left out of
+  every metric (None under each score key, status ``image_error`` in its record), never scored as a wrong answer,
+  and counted there, with one stderr line at the end.
 
 Aggregations turn a key's values into one number through :func:`pfmvg_plugin.metrics.aggregate`; lmms-eval prints
 non-floats verbatim and sizes its table column to the widest cell, so every aggregate is a scalar.
@@ -47,7 +50,9 @@ __all__ = ["ERROR_DOC_ID", "DataNotPreparedError", "one_label"]
 
 #: Status of a doc that could not be scored at all (bad ground truth): IoU 0, counted as a parse failure.
 SCORING_ERROR = "scoring_error"
-#: Several GT boxes for one phrase: score the first predicted box against its best GT box (DESIGN §5).
+#: Status of a doc whose image cannot be read: left out of every metric and counted in ``image_errors``.
+IMAGE_ERROR = "image_error"
+#: Several GT boxes for one phrase: score the first predicted box against its best GT box (docs/ARCHITECTURE.md §3).
 MULTIBOX_MODE = "max"
 #: The raw answer is kept in the per-sample record up to this many characters.
 ANSWER_CHARS = 500
@@ -63,6 +68,7 @@ PREPARE_COMMANDS = {
     "chestxray8": "pfmvg data prepare chestxray8 --bbox-csv <BBox_List_2017.csv> --images <ChestX-ray8 image folder>",
     "vindr": "pfmvg data prepare vindr --annotations <train.csv | annotations_train.csv annotations_test.csv> "
              "--images <VinDr-CXR image root>",
+    "slake_grounding": "pfmvg data prepare slake_grounding --root <Slake1.0 folder>",
     "synthcxr": "pfmvg data synth",
 }
 
@@ -100,7 +106,7 @@ def category_key(metric: str, category: str) -> str:
 def metric_names(source: str) -> list[str]:
     """Every aggregated metric key of a dataset's task, in the order the task YAMLs list them."""
     per_category = [category_key(m, c) for m in CATEGORY_METRICS for c in CATEGORIES_BY_SOURCE.get(source, ())]
-    return [*HEADLINE_METRICS, *per_category, "multibox_mode", "prompt_convention"]
+    return [*HEADLINE_METRICS, "n_scored", "image_errors", *per_category, "multibox_mode", "prompt_convention"]
 
 
 # ---- docs -----------------------------------------------------------------------------------------------------------
@@ -187,12 +193,23 @@ def process_docs(dataset, name: str, split: str):
     return task_data.process_docs(name, split, lambda: load_docs(name, split))
 
 
+def data_problem(dataset: str, split: str) -> str | None:
+    """Why ``split`` of ``dataset`` is not prepared, or None (generated datasets are always ready)."""
+    return task_data.data_problem(dataset, split, PREPARE_COMMANDS, GENERATED)
+
+
+def docs_for(dataset: str, split: str, name: str | None = None):
+    """The ``process_docs`` function of a task YAML (``utils.<dataset>_<split>_docs``); ``name``: the task's key when
+    another task reads the same data (:func:`pfmvg_plugin.lmms.task_data.docs_function`)."""
+    return task_data.docs_function(process_docs, data_problem, dataset, split, name)
+
+
 # ---- prompts and visuals ----------------------------------------------------------------------------------------
 def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) -> str:
     """The refer prompt in the convention the task kwargs select for the model; records that convention."""
     check_doc(doc)
     convention = state.resolve_convention(lmms_eval_specific_kwargs)
-    state.note_prompt_convention(convention)
+    state.note_prompt_convention(convention, doc, (lmms_eval_specific_kwargs or {}).get("frame"))
     return build_prompt("refer", convention, phrase=doc["phrase"])
 
 
@@ -203,7 +220,7 @@ def doc_to_target(doc: Mapping) -> str:
     """The ground-truth boxes written in the prompts' box format (the ``target`` of the samples log)."""
     check_doc(doc)
     try:
-        codec = state.answer_codec()
+        codec = state.answer_codec(task=doc)
         return codec.encode([tuple(b) for b in doc["boxes"]], (int(doc["width"]), int(doc["height"])))
     except Exception:
         return ""
@@ -221,7 +238,7 @@ def _box_list(boxes: Iterable) -> list[list[float]]:
 
 def score_answer(doc: Mapping, answer: object, convention: str | None = None) -> tuple[SampleScore, dict]:
     """Score one model answer for ``doc``: ``(score, per-sample record)``. Never raises."""
-    convention = convention or state.prompt_convention()
+    convention = convention or state.prompt_convention(doc)
     size = (int(doc.get("width") or 0), int(doc.get("height") or 0))
     gt_boxes = doc.get("boxes") or []
     pred_boxes: list[list[float]] = []
@@ -229,7 +246,7 @@ def score_answer(doc: Mapping, answer: object, convention: str | None = None) ->
         if is_error_answer(answer):
             score = score_sample(None, gt_boxes, MULTIBOX_MODE, status=GENERATION_ERROR)
         else:
-            codec = state.answer_codec(convention)
+            codec = state.answer_codec(convention, doc)
             score = score_text(answer, gt_boxes, size, codec, MULTIBOX_MODE)
             pred_boxes = _box_list(codec.decode(answer, size).boxes)
     except Exception:  # bad ground truth: lmms-eval retries process_results 5x on exceptions, so score it 0
@@ -270,7 +287,10 @@ def process_results(doc: Mapping, results: Sequence) -> dict:
 
     Never raises: lmms-eval retries it 5x on an exception and then aborts the evaluation.
     """
-    convention = state.prompt_convention()
+    convention = state.prompt_convention(doc)
+    problem = task_data.doc_image_problem(doc)
+    if problem is not None:  # no image, no question asked: left out of every metric, counted apart
+        return _image_error_results(doc, results, convention, problem)
     try:
         score, record = score_answer(doc, task_data.answer_text(results), convention)
     except Exception as exc:  # pragma: no cover - score_answer already catches; keep the run alive regardless
@@ -289,6 +309,25 @@ def process_results(doc: Mapping, results: Sequence) -> dict:
             out[category_key(metric, category)] = compact if category == own else None
     out["multibox_mode"] = score.mode
     out["prompt_convention"] = convention
+    out.update(task_data.image_accounting(doc, None))
+    return out
+
+
+def _image_error_results(doc: Mapping, results: Sequence, convention: str, problem: str) -> dict:
+    """``process_results`` for a doc whose image cannot be read: None under every score key, the reason logged."""
+    answer = task_data.answer_text(results)
+    record = {"id": doc.get("id"), "dataset_dir": doc.get("dataset_dir"), "image": doc.get("image"),
+              "phrase": doc.get("phrase"), "category": doc.get("category"), "gt_boxes": doc.get("boxes"),
+              "pred_boxes": [], "iou": None, "dice": None, "parsed": False, "status": IMAGE_ERROR,
+              "convention": convention, "mode": MULTIBOX_MODE, "error": problem,
+              "answer": (answer if isinstance(answer, str) else repr(answer))[:ANSWER_CHARS],
+              "source": doc.get("source"), "split": doc.get("split")}
+    out: dict = {SAMPLE_KEY: record}
+    out.update({name: None for name in HEADLINE_METRICS})
+    for metric in CATEGORY_METRICS:
+        for category in CATEGORIES_BY_SOURCE.get(str(doc.get("source")), ()):
+            out[category_key(metric, category)] = None
+    out.update(multibox_mode=MULTIBOX_MODE, prompt_convention=convention, **task_data.image_accounting(doc, problem))
     return out
 
 
@@ -313,6 +352,8 @@ miou = _guarded("miou", lambda s: s["miou"])
 mdice = _guarded("mdice", lambda s: s["mdice"])
 parse_failure_rate = _guarded("parse_failure_rate", lambda s: s["parse_failure_rate"])
 generation_error_rate = _guarded("generation_error_rate", lambda s: s["generation_error_rate"])
+image_errors = task_data.count_image_errors
+n_scored = task_data.count_scored
 
 
 #: Aggregation function per metric (the YAMLs reference these through ``utils.py``).
@@ -324,5 +365,7 @@ AGGREGATIONS: dict[str, Callable] = {
     "mdice": mdice,
     "parse_failure_rate": parse_failure_rate,
     "generation_error_rate": generation_error_rate,
+    "n_scored": n_scored,
+    "image_errors": image_errors,
 }
 

@@ -19,7 +19,10 @@ What it adds over lmms-eval's built-in ``llava_hf``:
   totalled at the end);
 - ``box_format`` (alias ``convention``) tells our tasks which prompt convention and box codec this model speaks
   (:func:`pfmvg_plugin.lmms.state.set_model_convention`);
-- weights are loaded from safetensors only unless ``use_safetensors=false`` (pickle files can run code on load).
+- weights are loaded from safetensors only unless ``use_safetensors=false`` (pickle files can run code on load);
+- a model our recipe trained (its ``pfmvg_training.json``) sees its images through the recipe's own image function:
+  squashed or padded to the processor's final input, so a centre-cropping processor (LLaVA-1.5's CLIP-336) cannot
+  show it pixels other than the ones it was trained on.
 
 Request layout (lmms-eval 0.7.3, ``api/task.py`` ``construct_requests`` for ``output_type: generate_until``):
 ``Instance.args == (ctx, gen_kwargs, doc_to_visual, doc_id, task, split)``; the document is
@@ -43,11 +46,11 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm.auto import tqdm
 
-from pfmvg_plugin.data.images import pad_to_square
 from pfmvg_plugin.lmms import state
 from pfmvg_plugin.lmms.answers import GENERATION_ERROR_MARKER, error_answer
 from pfmvg_plugin.prompts import CONVENTIONS
-from pfmvg_plugin.training.checkpoint import pickle_only_weights, read_training_meta
+from pfmvg_plugin.training.checkpoint import pickle_only_weights
+from pfmvg_plugin.training_record import read_training_meta
 
 IMAGE_TOKEN = "<image>"
 #: Generation settings passed through from a task's ``generation_kwargs`` (others are ignored, as lmms-eval's own
@@ -111,6 +114,17 @@ def check_safetensors(path: str | Path, what: str, weight_names: Sequence[str] =
             "arbitrary code when loaded. Convert them to safetensors (e.g. `model.save_pretrained(dir, "
             "safe_serialization=True)`), or pass use_safetensors=false in --model_args if you trust the files."
         )
+
+
+def training_image_transform(processor, image_resize: str):
+    """The image function our recipe trained with (:meth:`LlavaBackbone.image_transform`): the image is resized to the
+    processor's final input (squashed or padded to a square with the mean colour), so the processor's own resize and
+    centre crop are no-ops and evaluation feeds the pixels training fed."""
+    from pfmvg_plugin.training.llava import LlavaBackbone
+
+    backbone = LlavaBackbone()
+    backbone.attach(None, processor)
+    return backbone.image_transform(image_resize)
 
 
 def _to_images(visuals: Any, model_id: str) -> list:
@@ -214,6 +228,8 @@ class PfmvgLlava(lmms):
             )
         # An adapter trained by our recipe says how its images were resized and which codec its answers use.
         self.image_resize = str(trained.get("image_resize") or "squash")
+        self._trained_by_recipe = bool(trained.get("image_resize"))
+        self._image_fn = None  # the training image transform, set in _load for models our recipe trained
         same_format = trained.get("convention") == self.convention
         state.set_model_convention(self.convention, trained.get("box_codec") if same_format else None)
 
@@ -313,6 +329,8 @@ class PfmvgLlava(lmms):
         self._tokenizer = tokenizer
         image_token = getattr(self.processor, "image_token", None)
         self.image_token = image_token if isinstance(image_token, str) else IMAGE_TOKEN
+        if self._trained_by_recipe:
+            self._image_fn = training_image_transform(self.processor, self.image_resize)
         logger.info(
             f"{self.model_id}: {self.pretrained}" + (f" + adapter {self.adapter}" if self.adapter else "")
             + (" (merged)" if self.adapter and self.merge_adapter else "")
@@ -375,8 +393,8 @@ class PfmvgLlava(lmms):
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
         visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else None
         images = _to_images(visuals, self.model_id)
-        if self.image_resize == "pad":
-            images = [pad_to_square(image.convert("RGB")) for image in images]
+        if self._image_fn is not None:
+            images = [self._image_fn(image.convert("RGB")) for image in images]
         return self.build_prompt(context, len(images)), images, gen_kwargs
 
     def _generation_settings(self, gen_kwargs: dict | None) -> tuple[dict, list[str]]:
@@ -404,6 +422,7 @@ class PfmvgLlava(lmms):
         """One ``generate`` call for left-padded ``prompts``; returns the decoded continuations."""
         inputs = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
         inputs = inputs.to(self._device)
+        inputs.pop("token_type_ids", None)  # LLaVA takes none; transformers 4.x's generate rejects unused kwargs
         if "pixel_values" in inputs and torch.is_floating_point(inputs["pixel_values"]):
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         with torch.inference_mode():

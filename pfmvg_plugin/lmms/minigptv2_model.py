@@ -24,7 +24,7 @@ import torch
 from loguru import logger
 
 from pfmvg_plugin.lmms.llava_model import _DTYPES, PfmvgLlava, check_safetensors
-from pfmvg_plugin.training.checkpoint import read_training_meta
+from pfmvg_plugin.training_record import read_training_meta
 
 _ARGS = ("pretrained", "adapter", "merge_adapter", "box_format", "convention", "dtype", "device",
          "attn_implementation", "batch_size", "max_new_tokens", "use_safetensors", "max_batch_size")

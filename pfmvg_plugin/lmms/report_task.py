@@ -50,7 +50,7 @@ SAMPLE_KEY = "report_sample"
 ANSWER_CHARS = 4000
 #: PeFoMed's cut: both reports truncated to their first 50 words (the ``*_50w`` tasks).
 PEFOMED_MAX_WORDS = 50
-OK, GENERATION_ERROR, SCORING_ERROR = "ok", "generation_error", "scoring_error"
+OK, GENERATION_ERROR, SCORING_ERROR, IMAGE_ERROR = "ok", "generation_error", "scoring_error", "image_error"
 
 #: The commands that create each dataset (shown when it is missing).
 PREPARE_COMMANDS = {
@@ -63,7 +63,7 @@ PREPARE_COMMANDS = {
 CORPUS_METRICS = {"bleu1": "bleu1", "bleu2": "bleu2", "bleu3": "bleu3", "bleu4": "bleu4", "rouge_l": "rouge_l",
                   "meteor_simple": "meteor", "cider_d": "cider"}
 #: Aggregated keys, in the order the task YAMLs list them.
-METRICS = (*CORPUS_METRICS, "generation_error_rate", "max_words", "prompt_convention")
+METRICS = (*CORPUS_METRICS, "generation_error_rate", "n_scored", "image_errors", "max_words", "prompt_convention")
 
 
 # ---- docs -----------------------------------------------------------------------------------------------------------
@@ -129,12 +129,23 @@ def process_docs(dataset, name: str, split: str, max_words: int | None = None):
     return task_data.process_docs(name, split, lambda: load_docs(name, split, max_words))
 
 
+def data_problem(dataset: str, split: str) -> str | None:
+    """Why ``split`` of ``dataset`` is not prepared, or None (generated datasets are always ready)."""
+    return task_data.data_problem(dataset, split, PREPARE_COMMANDS, GENERATED)
+
+
+def docs_for(dataset: str, split: str, max_words: int | None = None, name: str | None = None):
+    """The ``process_docs`` function of a task YAML (``utils.<dataset>_<split>_docs``); ``name``: the task's key when
+    another task reads the same data (:func:`pfmvg_plugin.lmms.task_data.docs_function`)."""
+    return task_data.docs_function(process_docs, data_problem, dataset, split, name, max_words=max_words)
+
+
 # ---- prompts, visuals, targets -----------------------------------------------------------------------------------
 def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) -> str:
     """The report prompt in the convention the task kwargs select for the model; records that convention."""
     check_doc(doc)
     convention = state.resolve_convention(lmms_eval_specific_kwargs)
-    state.note_prompt_convention(convention)
+    state.note_prompt_convention(convention, doc)
     return build_prompt("report", convention)
 
 
@@ -153,7 +164,7 @@ def _max_words(value: object) -> int | None:
 
 def score_answer(doc: Mapping, answer: object, convention: str | None = None) -> tuple[dict, dict]:
     """``(pair for the corpus metrics, per-sample record)`` for one generated report. Never raises."""
-    convention = convention or state.prompt_convention()
+    convention = convention or state.prompt_convention(doc)
     prediction = task_data.as_text(answer)
     reference = str(doc.get("report", ""))
     status, error, scored = OK, None, prediction
@@ -195,7 +206,16 @@ def process_results(doc: Mapping, results: Sequence) -> dict:
 
     Never raises: lmms-eval retries it 5x on an exception and then aborts the evaluation.
     """
-    convention = state.prompt_convention()
+    convention = state.prompt_convention(doc)
+    problem = task_data.doc_image_problem(doc)
+    if problem is not None:  # the view shown cannot be read: left out of every metric, counted apart
+        record = {"id": doc.get("id"), "image": doc.get("image"), "status": IMAGE_ERROR, "error": problem,
+                  "convention": convention}
+        out = {SAMPLE_KEY: record, **{name: None for name in (*CORPUS_METRICS, "generation_error_rate")}}
+        max_words = _max_words(doc.get("max_words"))
+        out.update(max_words="none" if max_words is None else str(max_words), prompt_convention=convention,
+                   **task_data.image_accounting(doc, problem))
+        return out
     try:
         pair, record = score_answer(doc, task_data.answer_text(results), convention)
     except Exception as exc:  # pragma: no cover - score_answer already catches; keep the run alive regardless
@@ -206,6 +226,7 @@ def process_results(doc: Mapping, results: Sequence) -> dict:
     out.update({name: pair for name in (*CORPUS_METRICS, "generation_error_rate")})
     out["max_words"] = "none" if pair.get("max_words") is None else str(pair["max_words"])
     out["prompt_convention"] = convention
+    out.update(task_data.image_accounting(doc, None))
     return out
 
 
@@ -270,6 +291,8 @@ AGGREGATIONS: dict[str, Callable] = {
     "meteor_simple": meteor_simple,
     "cider_d": cider_d,
     "generation_error_rate": generation_error_rate,
+    "n_scored": task_data.count_scored,
+    "image_errors": task_data.count_image_errors,
     "max_words": one_label,
     "prompt_convention": one_label,
 }

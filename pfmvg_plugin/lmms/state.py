@@ -1,9 +1,15 @@
-"""Which prompt convention (and so which box format) the current lmms-eval run uses.
+"""Which prompt convention (and so which box format) each task of the current lmms-eval run uses.
 
-lmms-eval runs one model per process. Our model classes announce their own convention when constructed
-(:func:`set_model_convention`); a task's ``doc_to_text`` resolves the convention for the model being evaluated
-(:func:`resolve_convention`) and records it, so that ``process_results`` — which lmms-eval calls without the
-model-specific kwargs — decodes answers in exactly the format the prompt asked for (:func:`prompt_convention`).
+lmms-eval hands ``doc_to_text`` the task's per-model kwargs but calls ``process_results`` with the doc and the
+answers only, so the convention a prompt was written in must reach scoring some other way. It is recorded *per task*:
+every doc carries its task's key (:data:`TASK_KEY`, a column :func:`pfmvg_plugin.lmms.task_data.docs_function`
+adds), ``doc_to_text`` records the convention it resolved under that key (:func:`note_prompt_convention`), and
+``process_results`` / ``doc_to_target`` read it back for the doc's own task (:func:`prompt_convention`). Two tasks of
+different conventions in one run never decode with each other's format.
+
+Our model classes announce the convention their ``box_format`` selects when constructed
+(:func:`set_model_convention`): lmms-eval runs one model per process, and ``convention: model`` in a task's kwargs
+defers to it (:func:`resolve_convention`).
 """
 
 from __future__ import annotations
@@ -18,9 +24,18 @@ DEFAULT_CONVENTION = "llava"
 #: The kwargs value meaning "whatever the model under evaluation says".
 FROM_MODEL = "model"
 
+#: Column of every doc naming its task (the key conventions are recorded under).
+TASK_KEY = "pfmvg_task"
+
 _model_convention: str | None = None
 _model_codec: str | None = None
-_prompt_convention: str | None = None
+_prompt_conventions: dict[str, str] = {}  # task key -> the convention its prompts were written in
+_frames: dict[str, str] = {}  # task key -> the image frame its images were shown in (FRAMES)
+
+#: How a task shows the model its images: as they are (the model's processor decides), or padded to a square first
+#: (LLaVA-1.5's expand2square, so a centre-cropping processor keeps the whole image; boxes are then relative to the
+#: square: the ``llava_pad`` codec).
+FRAMES = ("original", "pad")
 
 
 def set_model_convention(convention: str | None, codec: str | None = None) -> None:
@@ -51,26 +66,50 @@ def resolve_convention(kwargs: Mapping | None) -> str:
     return convention
 
 
-def note_prompt_convention(convention: str) -> None:
-    """Record the convention prompts were written in (called from ``doc_to_text``)."""
-    global _prompt_convention
-    _prompt_convention = convention
+def _task_of(doc_or_task) -> str:
+    if isinstance(doc_or_task, Mapping):
+        return str(doc_or_task.get(TASK_KEY) or "")
+    return str(doc_or_task or "")
 
 
-def prompt_convention() -> str:
-    """The convention prompts of this run were written in; answers are decoded with its codec."""
-    return _prompt_convention or _model_convention or DEFAULT_CONVENTION
+def note_prompt_convention(convention: str, task: Mapping | str | None = None, frame: str | None = None) -> None:
+    """Record the convention the prompts of ``task`` (a doc, or its task key) were written in and the frame its
+    images were shown in (``doc_to_text``). Raises ``ValueError`` for a frame the convention's box format cannot
+    express."""
+    frame = frame or "original"
+    if frame not in FRAMES:
+        raise ValueError(f"unknown image frame {frame!r}; choose one of {', '.join(FRAMES)}")
+    if frame == "pad" and convention_codec(convention).name != "llava":
+        raise ValueError(f"frame 'pad' needs boxes normalised to the padded square (LLaVA floats); the {convention!r} "
+                         "convention writes another box format")
+    _prompt_conventions[_task_of(task)] = convention
+    _frames[_task_of(task)] = frame
 
 
-def answer_codec(convention: str | None = None) -> BoxCodec:
-    """The codec answers to prompts in ``convention`` (default: this run's) are decoded with."""
-    convention = convention or prompt_convention()
+def frame(task: Mapping | str | None = None) -> str:
+    """The image frame of ``task`` (a doc, or its task key): ``original`` unless its kwargs said ``pad``."""
+    return _frames.get(_task_of(task), "original")
+
+
+def prompt_convention(task: Mapping | str | None = None) -> str:
+    """The convention the prompts of ``task`` (a doc, or its task key) were written in; answers are decoded with its
+    codec. A task whose prompts were never rendered here falls back to the model's convention, then the default."""
+    return _prompt_conventions.get(_task_of(task)) or _model_convention or DEFAULT_CONVENTION
+
+
+def answer_codec(convention: str | None = None, task: Mapping | str | None = None) -> BoxCodec:
+    """The codec answers to prompts in ``convention`` (default: the one ``task``'s prompts used) are decoded with."""
+    convention = convention or prompt_convention(task)
     if _model_codec is not None and convention == _model_convention:
         return get_codec(_model_codec)
+    if frame(task) == "pad" and convention == prompt_convention(task):
+        return get_codec("llava_pad")
     return convention_codec(convention)
 
 
 def reset() -> None:
     """Forget everything (tests)."""
-    global _model_convention, _model_codec, _prompt_convention
-    _model_convention = _model_codec = _prompt_convention = None
+    global _model_convention, _model_codec
+    _model_convention = _model_codec = None
+    _prompt_conventions.clear()
+    _frames.clear()

@@ -11,12 +11,15 @@ message on that row, so a missing dataset stops the run at once with the exact `
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TypeVar
 
-from pfmvg_plugin.data.images import load_image
+from pfmvg_plugin.data.images import load_image, pad_to_square
 from pfmvg_plugin.data.store import DATA_ROOT_ENV, PreparedDataset, data_root
+from pfmvg_plugin.lmms.state import TASK_KEY
 
 __all__ = [
     "ERROR_DOC_ID",
@@ -24,9 +27,16 @@ __all__ = [
     "answer_text",
     "as_text",
     "check_doc",
+    "count_image_errors",
+    "count_scored",
+    "data_problem",
+    "docs_function",
     "doc_image",
     "doc_to_visual",
     "guarded_aggregation",
+    "doc_image_problem",
+    "image_accounting",
+    "image_problem",
     "load_docs",
     "mapping_items",
     "missing_data_message",
@@ -65,17 +75,54 @@ def load_docs(dataset: str, split: str, task: str, make_doc: Callable[[Mapping, 
     path = data_root() / dataset
     if generate is not None:
         generate(path)
-    if not (path / "dataset.json").is_file():
-        raise DataNotPreparedError(missing_data_message(dataset, split, path, command))
+    problem = data_problem(dataset, split, commands)
+    if problem is not None:
+        raise DataNotPreparedError(problem)
     prepared = PreparedDataset(path)
-    if not prepared.split_path(split).is_file():
-        have = ", ".join(sorted(prepared.meta.get("splits", {}))) or "none"
-        raise DataNotPreparedError(missing_data_message(dataset, split, path, command, f"it has the splits: {have}"))
     dataset_dir = str(path.resolve())
     docs = [make_doc(r, dataset_dir) for r in prepared.records(split) if r.get("task") == task]
     if not docs:
         raise DataNotPreparedError(missing_data_message(dataset, split, path, command,
                                                         f"the split has no {task} records"))
+    return docs
+
+
+def data_problem(dataset: str, split: str, commands: Mapping[str, str],
+                 generators: Mapping[str, Callable] | None = None) -> str | None:
+    """Why ``split`` of ``dataset`` is not prepared (the message :func:`load_docs` raises), or None. A dataset in
+    ``generators`` is ready: it is created on first use. Reads no records."""
+    if dataset in (generators or {}):
+        return None
+    command = commands.get(dataset, f"pfmvg data prepare {dataset} ...")
+    path = data_root() / dataset
+    if not (path / "dataset.json").is_file():
+        return missing_data_message(dataset, split, path, command)
+    prepared = PreparedDataset(path)
+    if not prepared.split_path(split).is_file():
+        have = ", ".join(sorted(prepared.meta.get("splits", {}))) or "none"
+        return missing_data_message(dataset, split, path, command, f"it has the splits: {have}")
+    return None
+
+
+def docs_function(process: Callable[..., object], problem: Callable[[str, str], str | None], dataset: str,
+                  split: str, name: str | None = None, **kwargs) -> Callable[[object], object]:
+    """A task YAML's ``process_docs`` for ``split`` of ``dataset``: ``process(docs, dataset, split, **kwargs)``.
+
+    Every doc gets the task's key (``pfmvg_task``: ``name``, default ``<dataset>/<split>`` plus ``kwargs``), under
+    which the task's prompt convention is recorded (:mod:`pfmvg_plugin.lmms.state`): a task variant on the same data
+    (another convention, another protocol) needs its own ``name``. The function also carries what the data check
+    before the run needs (:mod:`pfmvg_plugin.lmms.preflight`): ``pfmvg_data`` (dataset, split) and
+    ``pfmvg_data_problem()``, ``problem(dataset, split)`` without loading anything.
+    """
+    key = name or "/".join([dataset, split, *(f"{k}={v}" for k, v in sorted(kwargs.items()))])
+
+    def docs(dataset_arg):
+        out = process(dataset_arg, dataset, split, **kwargs)
+        return out.add_column(TASK_KEY, [key] * len(out))
+
+    docs.pfmvg_data = (dataset, split)
+    docs.pfmvg_data_problem = functools.partial(problem, dataset, split)
+    docs.__name__ = docs.__qualname__ = f"{dataset}_{split}_docs"
     return docs
 
 
@@ -111,11 +158,65 @@ def doc_image(doc: Mapping, image: str | None = None):
     return load_image(_prepared(doc["dataset_dir"]).image_path({"image": image or doc["image"]}))
 
 
+def image_problem(doc: Mapping, image: str | None = None) -> str | None:
+    """Why the doc's image cannot be read (missing, outside its root, not readable), or None. A stat, no decode."""
+    try:
+        path = _prepared(doc["dataset_dir"]).image_path({"image": image or doc["image"]})
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not path.is_file():
+        return f"image missing: {path}"
+    if not os.access(path, os.R_OK):
+        return f"image not readable: {path}"
+    return None
+
+
+def image_accounting(doc: Mapping, problem: str | None) -> dict:
+    """The per-doc values of ``n_scored`` and ``image_errors`` (``problem``: :func:`image_problem`'s answer)."""
+    if problem is None:
+        return {"n_scored": 1, "image_errors": None}
+    dataset = Path(str(doc.get("dataset_dir") or "")).name
+    return {"n_scored": 0, "image_errors": {"dataset": dataset, "id": doc.get("id"), "problem": problem}}
+
+
+def doc_image_problem(doc: Mapping) -> str | None:
+    """:func:`image_problem` for a doc of a prepared dataset (docs without ``dataset_dir`` are not checked)."""
+    return image_problem(doc) if doc.get("dataset_dir") and doc.get("image") else None
+
+
+def count_image_errors(items: list) -> int:
+    """lmms-eval aggregation of ``image_errors``: how many docs had no readable image; says so on stderr.
+
+    Those docs are left out of every other metric (never scored as wrong answers); ``n_scored`` counts the rest.
+    """
+    errors = [item for item in items if isinstance(item, Mapping)]
+    if errors:
+        datasets = sorted({str(e.get("dataset")) for e in errors})
+        print(f"pfmvg_plugin: {len(errors)} of {len(items)} docs of {', '.join(datasets)} had no readable image "
+              f"(e.g. {errors[0].get('problem')}); they are left out of every metric, which are over the other "
+              f"{len(items) - len(errors)} docs (n_scored). Prepare the dataset again with its images "
+              "(`pfmvg data prepare …` skips and lists records whose image is missing).", file=sys.stderr)
+    return len(errors)
+
+
+def count_scored(items: list) -> int:
+    """lmms-eval aggregation of ``n_scored``: the docs the other metrics were computed over."""
+    return sum(1 for item in items if item)
+
+
 # ---- answers --------------------------------------------------------------------------------------------------------
-def doc_to_visual(doc: Mapping) -> list:
-    """lmms-eval ``doc_to_visual``: the doc's image as an RGB Pillow image (joined safely under its image root)."""
+#: LLaVA-1.5's expand2square fill: its CLIP image processor's mean colour.
+LLAVA15_PAD_FILL = (122, 116, 104)
+
+
+def doc_to_visual(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) -> list:
+    """lmms-eval ``doc_to_visual``: the doc's image as an RGB Pillow image (joined safely under its image root);
+    padded to a centred square with LLaVA-1.5's fill when the task's kwargs say ``frame: pad``."""
     check_doc(doc)
-    return [doc_image(doc)]
+    image = doc_image(doc)
+    if (lmms_eval_specific_kwargs or {}).get("frame") == "pad":
+        image = pad_to_square(image, LLAVA15_PAD_FILL)
+    return [image]
 
 
 def answer_text(results: Sequence | object) -> object:

@@ -44,7 +44,7 @@ __all__ = ["DataNotPreparedError"]
 SAMPLE_KEY = "vqa_sample"
 #: The prediction is kept in the per-sample record up to this many characters (scoring uses all of it).
 ANSWER_CHARS = 500
-OK, GENERATION_ERROR, SCORING_ERROR = "ok", "generation_error", "scoring_error"
+OK, GENERATION_ERROR, SCORING_ERROR, IMAGE_ERROR = "ok", "generation_error", "scoring_error", "image_error"
 
 #: The commands that create each dataset (shown when it is missing).
 PREPARE_COMMANDS = {
@@ -57,7 +57,9 @@ PREPARE_COMMANDS = {
 }
 #: Aggregated keys, in the order the task YAMLs list them.
 METRICS = ("overall_acc", "closed_acc", "open_exact_acc", "open_recall", "generation_error_rate", "n_closed",
-           "n_open", "prompt_convention")
+           "n_open", "n_scored", "image_errors", "prompt_convention")
+#: The keys that get each doc's compact score (None for a doc whose image cannot be read).
+SCORE_METRICS = METRICS[:7]
 #: ``meta`` keys giving a record's question type: VQA-RAD's question_type, SLAKE's content_type, synthcxr_vqa's family.
 QUESTION_TYPE_META = ("question_type", "content_type", "family")
 
@@ -110,12 +112,23 @@ def process_docs(dataset, name: str, split: str):
     return task_data.process_docs(name, split, lambda: load_docs(name, split))
 
 
+def data_problem(dataset: str, split: str) -> str | None:
+    """Why ``split`` of ``dataset`` is not prepared, or None (generated datasets are always ready)."""
+    return task_data.data_problem(dataset, split, PREPARE_COMMANDS, GENERATED)
+
+
+def docs_for(dataset: str, split: str, name: str | None = None):
+    """The ``process_docs`` function of a task YAML (``utils.<dataset>_<split>_docs``); ``name``: the task's key when
+    another task reads the same data (:func:`pfmvg_plugin.lmms.task_data.docs_function`)."""
+    return task_data.docs_function(process_docs, data_problem, dataset, split, name)
+
+
 # ---- prompts, visuals, targets -----------------------------------------------------------------------------------
 def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) -> str:
     """The VQA prompt in the convention the task kwargs select for the model; records that convention."""
     check_doc(doc)
     convention = state.resolve_convention(lmms_eval_specific_kwargs)
-    state.note_prompt_convention(convention)
+    state.note_prompt_convention(convention, doc)
     return build_prompt("vqa", convention, question=doc["question"])
 
 
@@ -130,7 +143,7 @@ def doc_to_target(doc: Mapping) -> str:
 # ---- scoring ------------------------------------------------------------------------------------------------------
 def score_answer(doc: Mapping, answer: object, convention: str | None = None) -> tuple[dict, dict]:
     """Score one model answer for ``doc``: ``(compact score, per-sample record)``. Never raises."""
-    convention = convention or state.prompt_convention()
+    convention = convention or state.prompt_convention(doc)
     prediction = task_data.as_text(answer)
     truth = str(doc.get("answer", ""))
     answer_type = str(doc.get("answer_type", "")).strip().lower()
@@ -178,15 +191,22 @@ def process_results(doc: Mapping, results: Sequence) -> dict:
 
     Never raises: lmms-eval retries it 5x on an exception and then aborts the evaluation.
     """
-    convention = state.prompt_convention()
+    convention = state.prompt_convention(doc)
+    problem = task_data.doc_image_problem(doc)
+    if problem is not None:  # no image, no question asked: left out of every metric, counted apart
+        record = {"id": doc.get("id"), "question": doc.get("question"), "image": doc.get("image"),
+                  "status": IMAGE_ERROR, "error": problem, "convention": convention}
+        out = {SAMPLE_KEY: record, **{name: None for name in SCORE_METRICS}}
+        out.update(prompt_convention=convention, **task_data.image_accounting(doc, problem))
+        return out
     try:
         compact, record = score_answer(doc, task_data.answer_text(results), convention)
     except Exception as exc:  # pragma: no cover - score_answer already catches; keep the run alive regardless
         compact = {"answer_type": None, "correct": False, "recall": None, "status": SCORING_ERROR}
         record = {"id": doc.get("id"), "status": SCORING_ERROR, "error": f"{type(exc).__name__}: {exc}"}
     out: dict = {SAMPLE_KEY: record}
-    out.update({name: compact for name in METRICS if name != "prompt_convention"})
-    out["prompt_convention"] = convention
+    out.update({name: compact for name in SCORE_METRICS})
+    out.update(prompt_convention=convention, **task_data.image_accounting(doc, None))
     return out
 
 
@@ -225,5 +245,7 @@ AGGREGATIONS: dict[str, Callable] = {
     "generation_error_rate": generation_error_rate,
     "n_closed": n_closed,
     "n_open": n_open,
+    "n_scored": task_data.count_scored,
+    "image_errors": task_data.count_image_errors,
     "prompt_convention": one_label,
 }

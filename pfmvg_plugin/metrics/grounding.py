@@ -1,7 +1,7 @@
 """Grounding metrics: IoU / Dice of pixel boxes, several-GT-box modes, Acc@t, mIoU, per-category and bootstrap CIs.
 
 One code path serves lmms-eval ``process_results`` / aggregation, evaluation during training and ``pfmvg report``
-(DESIGN §5). Boxes are continuous xyxy pixel boxes (:mod:`pfmvg_plugin.geometry`). Pure numpy + stdlib.
+(docs/ARCHITECTURE.md §3). Boxes are continuous xyxy pixel boxes (:mod:`pfmvg_plugin.geometry`). Pure numpy + stdlib.
 
 Scoring model output never raises: text no codec can read scores IoU 0 / Dice 0 and counts as a parse failure under
 its :class:`~pfmvg_plugin.codecs.ParseStatus`.

@@ -17,24 +17,14 @@ miou = _task.miou
 mdice = _task.mdice
 parse_failure_rate = _task.parse_failure_rate
 generation_error_rate = _task.generation_error_rate
+n_scored = _task.n_scored
+image_errors = _task.image_errors
 one_label = _task.one_label
 
-
-def mscxr_test_docs(dataset):
-    return _task.process_docs(dataset, "mscxr", "test")
-
-
-def mscxr_val_docs(dataset):
-    return _task.process_docs(dataset, "mscxr", "val")
-
-
-def chestxray8_test_docs(dataset):
-    return _task.process_docs(dataset, "chestxray8", "test")
-
-
-def vindr_test_docs(dataset):
-    return _task.process_docs(dataset, "vindr", "test")
-
-
-def synthcxr_test_docs(dataset):
-    return _task.process_docs(dataset, "synthcxr", "test")
+# process_docs per task YAML (each also tells the data check before the run what it needs)
+mscxr_test_docs = _task.docs_for("mscxr", "test")
+mscxr_val_docs = _task.docs_for("mscxr", "val")
+chestxray8_test_docs = _task.docs_for("chestxray8", "test")
+vindr_test_docs = _task.docs_for("vindr", "test")
+synthcxr_test_docs = _task.docs_for("synthcxr", "test")
+slake_grounding_test_docs = _task.docs_for("slake_grounding", "test")

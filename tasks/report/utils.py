@@ -18,24 +18,13 @@ rouge_l = _task.rouge_l
 meteor_simple = _task.meteor_simple
 cider_d = _task.cider_d
 generation_error_rate = _task.generation_error_rate
+n_scored = _task.AGGREGATIONS["n_scored"]
+image_errors = _task.AGGREGATIONS["image_errors"]
 one_label = _task.one_label
 
-
-def iuxray_test_docs(dataset):
-    return _task.process_docs(dataset, "iuxray", "test")
-
-
-def iuxray_test_docs_50w(dataset):
-    return _task.process_docs(dataset, "iuxray", "test", max_words=_task.PEFOMED_MAX_WORDS)
-
-
-def mimiccxr_test_docs(dataset):
-    return _task.process_docs(dataset, "mimiccxr_reports", "test")
-
-
-def mimiccxr_test_docs_50w(dataset):
-    return _task.process_docs(dataset, "mimiccxr_reports", "test", max_words=_task.PEFOMED_MAX_WORDS)
-
-
-def synthcxr_test_docs(dataset):
-    return _task.process_docs(dataset, "synthcxr_reports", "test")
+# process_docs per task YAML (each also tells the data check before the run what it needs)
+iuxray_test_docs = _task.docs_for("iuxray", "test")
+iuxray_test_docs_50w = _task.docs_for("iuxray", "test", max_words=_task.PEFOMED_MAX_WORDS)
+mimiccxr_test_docs = _task.docs_for("mimiccxr_reports", "test")
+mimiccxr_test_docs_50w = _task.docs_for("mimiccxr_reports", "test", max_words=_task.PEFOMED_MAX_WORDS)
+synthcxr_test_docs = _task.docs_for("synthcxr_reports", "test")

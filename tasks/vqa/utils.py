@@ -17,20 +17,12 @@ open_recall = _task.open_recall
 generation_error_rate = _task.generation_error_rate
 n_closed = _task.n_closed
 n_open = _task.n_open
+n_scored = _task.AGGREGATIONS["n_scored"]
+image_errors = _task.AGGREGATIONS["image_errors"]
 one_label = _task.one_label
 
-
-def vqarad_test_docs(dataset):
-    return _task.process_docs(dataset, "vqarad", "test")
-
-
-def slake_test_docs(dataset):
-    return _task.process_docs(dataset, "slake", "test")
-
-
-def pathvqa_test_docs(dataset):
-    return _task.process_docs(dataset, "pathvqa", "test")
-
-
-def synthcxr_vqa_test_docs(dataset):
-    return _task.process_docs(dataset, "synthcxr_vqa", "test")
+# process_docs per task YAML (each also tells the data check before the run what it needs)
+vqarad_test_docs = _task.docs_for("vqarad", "test")
+slake_test_docs = _task.docs_for("slake", "test")
+pathvqa_test_docs = _task.docs_for("pathvqa", "test")
+synthcxr_vqa_test_docs = _task.docs_for("synthcxr_vqa", "test")
