@@ -1,4 +1,4 @@
-"""``pfmvg``: prepare datasets, make the synthetic default, and (with extras) report, convert, merge and judge."""
+"""``pfmvg``: prepare datasets, make the synthetic default, and (with extras) train, report, convert, merge, judge."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pfmvg_plugin.cli import data as data_cli
 from pfmvg_plugin.cli import judge as judge_cli
 from pfmvg_plugin.cli import merge as merge_cli
 from pfmvg_plugin.cli import report as report_cli
+from pfmvg_plugin.cli import train as train_cli
 
 
 class UserError(Exception):
@@ -32,11 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     convert_cli.add_parser(commands)
     judge_cli.add_parser(commands)
     merge_cli.add_parser(commands)
+    train_cli.add_parser(commands)
     agree_cli.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # the training entry parses its own arguments (and its own --help)
+        return train_cli.run(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -49,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if isinstance(result, dict):
         print(json.dumps(result, indent=2))
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -85,12 +85,19 @@ _REPORT_SENTENCES = (
 )
 
 
+#: The conventions and codecs the tiny tokenizer is trained on. Fixed, not "every registered one": the tokenizer, and
+#: so every tiny checkpoint, the demo's scores and the tests built on them, stay the same when a family is added.
+CORPUS_CONVENTIONS = ("minigptv2", "llava", "api", "qwen2vl", "qwen25vl")
+CORPUS_CODECS = ("llava", "llava_pad", "minigptv2", "pixel", "qwen25vl", "qwen2vl")
+
+
 def default_corpus(seed: int = 0, n_boxes: int = 400) -> list[str]:
-    """Texts the tiny tokenizer is trained on: every prompt template filled with synthcxr / MS-CXR phrases, box
-    answers in every registered codec, chat framing, VQA and report text, all numbers 0-1000 and 0.00-1.00."""
-    from pfmvg_plugin.codecs import available_codecs, get_codec
+    """Texts the tiny tokenizer is trained on: the prompt templates of :data:`CORPUS_CONVENTIONS` filled with
+    synthcxr / MS-CXR phrases, box answers in :data:`CORPUS_CODECS`, chat framing, VQA and report text, all numbers
+    0-1000 and 0.00-1.00."""
+    from pfmvg_plugin.codecs import get_codec
     from pfmvg_plugin.data.synth import PHRASES, SIDES, ZONES
-    from pfmvg_plugin.prompts import CONVENTIONS, TASK_FAMILIES
+    from pfmvg_plugin.prompts import TASK_FAMILIES, get_prompts
 
     rng = random.Random(seed)
     phrases = list(_MSCXR_PHRASES)
@@ -103,8 +110,8 @@ def default_corpus(seed: int = 0, n_boxes: int = 400) -> list[str]:
     phrases = sorted(set(phrases))
 
     texts: list[str] = []
-    codecs = {name: get_codec(name) for name in available_codecs()}
-    for prompts in CONVENTIONS.values():
+    codecs = {name: get_codec(name) for name in CORPUS_CODECS}
+    for prompts in map(get_prompts, CORPUS_CONVENTIONS):
         describe = codecs[prompts.codec].describe() if prompts.codec in codecs else ""
         for family in TASK_FAMILIES:
             for template in prompts.pool(family):
@@ -414,3 +421,26 @@ def _sincos_numbers(model, tokenizer) -> None:
         features = features / features.norm(dim=1, keepdim=True) * dim ** 0.5
         with torch.no_grad():
             weight[ids] = features * weight.std()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pfmvg_plugin.models.tiny_llava OUT``: write a tiny random LLaVA-1.5 checkpoint (seconds, offline)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pfmvg_plugin.models.tiny_llava",
+        description="Write a tiny LLaVA-1.5 checkpoint with random weights, built from config (CLIP vision tower, "
+                    "Llama language model, a BPE tokenizer with <image>, LlavaProcessor, chat template): for trying "
+                    "the tools end to end offline. Its answers are random; it is not a model of anything.")
+    parser.add_argument("out", help="output directory")
+    parser.add_argument("--image-size", type=int, default=64, help="vision input side in pixels (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    args = parser.parse_args(argv)
+    print(build_tiny_llava(args.out, image_size=args.image_size, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -8,8 +8,8 @@ so a run killed while saving resumes from the previous one.
 
 Adapters (``adapter/`` of a checkpoint and ``<output_dir>/adapter``) are standard PEFT directories
 (``adapter_config.json`` + ``adapter_model.safetensors``, the projector included) with the processor saved beside and
-``pfmvg_training.json`` (backbone, prompt convention, box codec, image resize) so evaluation can match the training
-preprocessing.
+``pfmvg_training.json`` (:mod:`pfmvg_plugin.training_record`: backbone, prompt convention, box codec, image resize)
+so evaluation can match the training preprocessing.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from pfmvg_plugin.training import dist
+from pfmvg_plugin.training_record import TrainingRecord
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_FILE = "trainer_state.json"
-TRAINING_META = "pfmvg_training.json"
 
 
 def checkpoint_name(step: int) -> str:
@@ -83,20 +83,6 @@ def pickle_only_weights(path: str | os.PathLike, weight_names: tuple[str, ...] =
     return sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
 
 
-def read_training_meta(directory: str | os.PathLike | None, who: str = "pfmvg") -> dict:
-    """``pfmvg_training.json`` of an adapter or model written by our recipe (backbone, convention, box codec, image
-    resize); ``{}`` when there is none or it cannot be read (with a warning naming ``who``)."""
-    path = Path(directory) / TRAINING_META if directory else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("%s: ignoring unreadable %s: %s", who, path, exc)
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -108,7 +94,7 @@ def is_adapter_model(model) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_adapter(engine, out_dir: Path, backbone, meta: dict, is_main: bool) -> None:
+def save_adapter(engine, out_dir: Path, backbone, record: TrainingRecord, is_main: bool) -> None:
     """Write a PEFT adapter with the trainable weights as they are now (gathered from ZeRO-3 partitions); for a full
     fine-tune, the complete model (every weight, KV cache re-enabled for inference) in the same way."""
     full = not is_adapter_model(engine.module)
@@ -121,11 +107,12 @@ def save_adapter(engine, out_dir: Path, backbone, meta: dict, is_main: bool) -> 
                         conf.use_cache = True  # switched off for training only
             engine.module.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True)
             backbone.save_processor(out_dir)
-            _write_atomic(out_dir / TRAINING_META, json.dumps(meta, indent=2) + "\n")
+            record.write(out_dir)
     dist.barrier()
 
 
-def save_checkpoint(engine, output_dir: Path, step: int, trainer_state: dict, backbone, meta: dict, rank: int,
+def save_checkpoint(engine, output_dir: Path, step: int, trainer_state: dict, backbone, record: TrainingRecord,
+                    rank: int,
                     keep: int = 0) -> Path:
     root = output_dir / CHECKPOINTS
     ckpt = root / checkpoint_name(step)
@@ -137,7 +124,7 @@ def save_checkpoint(engine, output_dir: Path, step: int, trainer_state: dict, ba
     engine.save_checkpoint(ckpt, rank)
     torch.save(rng_state(), ckpt / f"rng_state_rank{rank}.pt")
     if is_adapter_model(engine.module):  # a full fine-tune's weights are in the engine state already
-        save_adapter(engine, ckpt / "adapter", backbone, meta, rank == 0)
+        save_adapter(engine, ckpt / "adapter", backbone, record, rank == 0)
     dist.barrier()
     if rank == 0:
         _write_atomic(ckpt / STATE_FILE, json.dumps(trainer_state, indent=2) + "\n")

@@ -28,7 +28,7 @@ import torch
 from pfmvg_plugin.codecs import BoxCodec
 from pfmvg_plugin.data.images import UnsafePathError, load_image, safe_join
 from pfmvg_plugin.data.schema import validate_record
-from pfmvg_plugin.data.store import PreparedDataset, data_root
+from pfmvg_plugin.data.store import PreparedDataset, data_root, prepare_command
 from pfmvg_plugin.geometry import hflip_box
 from pfmvg_plugin.prompts import build_prompt
 from pfmvg_plugin.training.backbones import Backbone, ImageTransform
@@ -72,7 +72,20 @@ def resolve_dataset_path(path: str, config_dir: str | None = None) -> Path:
             return c
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"dataset {path!r} not found (looked for dataset.json in: {tried}); create it with "
-                            "`pfmvg data prepare ...` or `pfmvg data synth`")
+                            f"`{prepare_command(Path(path).name)}`")
+
+
+def check_datasets(data: DataConfig, config_dir: str | None = None) -> None:
+    """Raise :class:`ConfigError` (one line per missing dataset, with the command that creates it) unless every
+    dataset of the mixture is prepared: called before the model is built."""
+    missing = []
+    for spec in data.datasets:
+        try:
+            resolve_dataset_path(spec.path, config_dir)
+        except FileNotFoundError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise ConfigError("data.datasets", "; ".join(missing))
 
 
 @dataclass

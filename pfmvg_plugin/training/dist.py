@@ -46,7 +46,8 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "MASTER_ADDR",
+                      "MASTER_PORT")
 
 
 @contextlib.contextmanager
@@ -85,6 +86,9 @@ def setup_environment(local_rank: int | None = None) -> World:
     cuda = cuda_available()
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # DeepSpeed's CPU accelerator counts devices from LOCAL_SIZE; unset, DeepSpeed before 0.16 shells out to
+        # Debian's numactl, which a plain machine does not have.
+        os.environ.setdefault("LOCAL_SIZE", str(local_world))
         if local_world > 1 and "OMP_NUM_THREADS" not in os.environ:
             threads = max(1, (os.cpu_count() or 1) // local_world)
             os.environ["OMP_NUM_THREADS"] = str(threads)

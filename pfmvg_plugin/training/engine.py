@@ -77,14 +77,18 @@ def build_scheduler(optimizer, cfg: Config, total_steps: int):
 
 # ---- DeepSpeed config ---------------------------------------------------------------------------------------------
 def find_ds_config(spec: str, config_dir: str | None) -> Path:
-    """A DeepSpeed JSON named in the YAML: as given, relative to the YAML, or in the sibling ``recipes/ds/`` folder."""
+    """A DeepSpeed JSON named in the YAML: as given, relative to the YAML, in the sibling ``recipes/ds/`` folder, or a
+    shipped one by name (``zero2`` -> ``pfmvg_plugin.recipes`` ``ds/zero2.json``)."""
     from pfmvg_plugin.training.config import expand_path
+    from pfmvg_plugin.training.recipes import recipes_dir
 
     p = Path(expand_path(spec))
     candidates = [p]
     if not p.is_absolute() and config_dir:
         base = Path(config_dir)
         candidates += [base / p, base.parent / "ds" / p.name, base.parent.parent / p]
+    if not p.is_absolute():
+        candidates.append(recipes_dir() / "ds" / (p.name if p.suffix == ".json" else f"{p.name}.json"))
     for c in candidates:
         if c.is_file():
             return c

@@ -9,13 +9,13 @@ serving stack without PEFT, a further full fine-tune, or a release needs. The pr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from pfmvg_plugin.training.checkpoint import TRAINING_META, pickle_only_weights, read_training_meta
+from pfmvg_plugin.training.checkpoint import pickle_only_weights
+from pfmvg_plugin.training_record import TrainingRecord, read_training_meta
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,6 @@ def merge_adapter(base: str | os.PathLike, adapter: str | os.PathLike, out: str 
     processor.save_pretrained(str(out))
     summary = {"base_model": str(base), "adapter": str(adapter), "backbone": name, "dtype": dtype,
                "parameters": n_merged}
-    record = {**meta, "backbone": name, "merged": summary}
-    (out / TRAINING_META).write_text(json.dumps(record, indent=2) + "\n")
+    TrainingRecord.from_dict({**meta, "backbone": name, "merged": summary}, f"the record of {adapter}").write(out)
     log.info("merged %s into %s -> %s (%d parameters, %s)", adapter, base, out, n_merged, dtype)
     return summary

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import yaml
 
+from pfmvg_plugin.compat import untested_versions
 from pfmvg_plugin.training import dist
 from pfmvg_plugin.training.checkpoint import (
     STATE_FILE,
@@ -28,6 +29,7 @@ from pfmvg_plugin.training.checkpoint import (
     save_checkpoint,
 )
 from pfmvg_plugin.training.config import Config, ConfigError, expand_path
+from pfmvg_plugin.training_record import TrainingRecord
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
     from tqdm.auto import tqdm
 
     from pfmvg_plugin.training.backbones import get_backbone
-    from pfmvg_plugin.training.data import StepSampler, TrainingData, make_loader
+    from pfmvg_plugin.training.data import StepSampler, TrainingData, check_datasets, make_loader
     from pfmvg_plugin.training.engine import (
         DeepSpeedEngine,
         TorchEngine,
@@ -163,8 +165,12 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
 
     t = cfg.train
     check_reporting(t.report_to)
+    check_datasets(cfg.data, cfg.config_dir)  # before minutes of model loading
     world = dist.setup_environment(local_rank)
     is_main = world.is_main
+    stacks = ("transformers", "peft", "accelerate") + (("deepspeed",) if cfg.deepspeed is not None else ())
+    for line in untested_versions(stacks):
+        _say(is_main, line)
     use_ds = cfg.deepspeed is not None
     precision = precision_for(t.precision)
     ds_config = resolve_ds_config(cfg.deepspeed, cfg, world.world_size, precision) if use_ds else None
@@ -238,6 +244,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
 
     meta = {"backbone": backbone.name, "base_model": model_path, **summary, "precision": precision,
             "engine": engine.kind, "zero_stage": zero_stage}
+    record = TrainingRecord.from_dict(meta, "this run's training record")
     if is_main:
         (out / "run_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if ds_config is not None:
@@ -295,7 +302,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
                 if state["micro_in_epoch"] >= n_micro:
                     state["epoch"], state["micro_in_epoch"] = epoch + 1, 0
                 if t.save_steps and global_step % t.save_steps == 0:
-                    save_checkpoint(engine, out, global_step, {**state, **layout}, backbone, meta, world.rank,
+                    save_checkpoint(engine, out, global_step, {**state, **layout}, backbone, record, world.rank,
                                     t.save_total_limit)
                     last_saved = global_step
                 if kill_at and global_step == kill_at:
@@ -306,10 +313,11 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
             if state["micro_in_epoch"] >= n_micro:
                 state["epoch"], state["micro_in_epoch"] = state["epoch"] + 1, 0
         if t.save_steps and last_saved != global_step and global_step > 0:
-            save_checkpoint(engine, out, global_step, {**state, **layout}, backbone, meta, world.rank,
+            save_checkpoint(engine, out, global_step, {**state, **layout}, backbone, record, world.rank,
                             t.save_total_limit)
         adapter_dir = out / ("adapter" if cfg.lora.enabled else "model")  # full fine-tune: the whole model
-        save_adapter(engine, adapter_dir, backbone, {**meta, "global_step": global_step}, is_main)
+        final = TrainingRecord.from_dict({**meta, "global_step": global_step}, "this run's training record")
+        save_adapter(engine, adapter_dir, backbone, final, is_main)
     finally:
         bar.close()
         logger.close()

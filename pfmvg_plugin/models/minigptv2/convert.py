@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pfmvg_plugin.training_record import TrainingRecord
+
 _LORA_KEY = re.compile(
     r"^(?:module\.)?llama_model\.base_model\.model\.(?P<path>.+?)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[\w-]+))?\.weight$")
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
@@ -361,10 +363,9 @@ def convert_minigptv2(
         written_adapter = _write_adapter(adapter_dir, model_dir, lora, proj, expected, ckpt_config, lora_alpha,
                                          lora_dropout, torch_dtype, report)
         processor.save_pretrained(adapter_dir)
-        meta = {"backbone": "minigptv2", "convention": "minigptv2", "box_codec": "minigptv2",
-                "image_resize": "squash", "image_size": [image_size, image_size], "base_model": str(model_dir),
-                "converted_from": str(ckpt)}
-        (adapter_dir / "pfmvg_training.json").write_text(json.dumps(meta, indent=2) + "\n")
+        TrainingRecord(backbone="minigptv2", convention="minigptv2", box_codec="minigptv2", image_resize="squash",
+                       base_model=str(model_dir),
+                       extra={"image_size": [image_size, image_size], "converted_from": str(ckpt)}).write(adapter_dir)
     elif ckpt is not None:
         report.setdefault("warnings", []).append("--ckpt holds no LoRA tensors: no adapter written")
     (out / CONVERSION_REPORT).write_text(json.dumps(report, indent=2, default=str) + "\n")
