@@ -273,3 +273,86 @@ def test_metrics_from_grounding_samples(tmp_path):
     variables, report = load_metrics(str(path))
     assert {v.name: v.values for v in variables} == {"iou": {"g0": 0.5}, "dice": {"g0": 0.6}, "parsed": {"g0": 1.0}}
     assert report["text_metrics"] is None
+
+
+# ---- what a careful user expects ------------------------------------------------------------------------------------
+def test_undefined_values_say_why(tmp_path, capsys):
+    """A constant rater and a pair with too few common ids: the table and the JSON give the reason, not a bare '-'."""
+    ids = [f"s{i}" for i in range(8)]
+    rows = ["id,a,b,flat"] + [f"{i},{1 + k % 5},{1 + (k * 3) % 5},3" for k, i in enumerate(ids)]
+    (tmp_path / "r.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "few.csv").write_text("id,rating\ns0,4\ns1,2\n")
+    out = tmp_path / "agree"
+    rc = main(["agree", "--ratings", f"h={tmp_path / 'r.csv'}", "--ratings", f"few={tmp_path / 'few.csv'}",
+               "--n-bootstrap", "0", "--no-plots", "--out", str(out)])
+    table = capsys.readouterr().out
+    assert rc == 0
+    flat = next(line for line in table.splitlines() if line.startswith("| h:a | h:flat |"))
+    assert "- (constant ratings: h:flat)" in flat
+    few = next(line for line in table.splitlines() if line.startswith("| h:a | few |"))
+    assert "- (fewer than 3 pairs: 2)" in few
+    pairs = {(p["x"], p["y"]): p for p in json.loads((out / "agreement.json").read_text())["pairs"]}
+    assert pairs[("h:a", "h:flat")]["undefined"]["spearman"] == "constant ratings: h:flat"
+    assert pairs[("h:a", "few")]["undefined"]["kappa_quadratic"] == "fewer than 3 pairs: 2"
+    assert "undefined" not in pairs[("h:a", "h:b")] or not pairs[("h:a", "h:b")]["undefined"]
+    rows = {(r["x"], r["y"]): r for r in csv.DictReader((out / "agreement.csv").read_text().splitlines())}
+    assert rows[("h:a", "h:flat")]["spearman_why"] == "constant ratings: h:flat"
+
+
+def test_logged_metric_shadows_the_recomputed_one_and_says_so(tmp_path, capsys):
+    """report_sample logs rouge_l and agree recomputes rouge_l: one variable, no 'duplicate ids', a note why."""
+    report_task = pytest.importorskip("pfmvg_plugin.lmms.report_task")
+    docs = [{"id": f"iu-{i}", "report": "the heart is normal no effusion", "image": "a.png"} for i in range(4)]
+    answers = ["the heart is normal", "no effusion", "pneumothorax", "the heart is normal no effusion"]
+    path = tmp_path / "20250101_000000_samples_iuxray_report.jsonl"
+    path.write_text("".join(json.dumps({"doc_id": k, "doc": d, "target": d["report"], "filtered_resps": [a],
+                                        **report_task.process_results(d, [a])}) + "\n"
+                            for k, (d, a) in enumerate(zip(docs, answers))))
+    variables, report = load_metrics(str(path))
+    rouge = next(v for v in variables if v.name == "rouge_l")
+    assert rouge.duplicates == 0 and "computed" not in rouge.source
+    assert report["shadowed"] == {"rouge_l": "the file's own per-sample rouge_l is used; the recomputed one is not"}
+    (tmp_path / "h.csv").write_text("id,rating\n" + "".join(f"iu-{i},{r}\n" for i, r in enumerate([4, 3, 1, 5])))
+    rc = main(["agree", "--ratings", str(tmp_path / "h.csv"), "--metrics", str(path), "--n-bootstrap", "0",
+               "--no-plots"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "duplicate" not in out
+    assert "rouge_l: the file's own per-sample rouge_l is used" in out
+
+
+def test_off_scale_rating_is_an_error_naming_file_row_and_value(tmp_path, capsys):
+    path = tmp_path / "human.csv"
+    path.write_text("id,rating\na,4\nb,7\nc,2\nd,5\n")
+    (tmp_path / "other.csv").write_text("id,rating\na,4\nb,3\nc,2\nd,5\n")
+    assert main(["agree", "--ratings", str(path), "--ratings", str(tmp_path / "other.csv"), "--no-plots"]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "line 3" in err and "7" in err and "1-5" in err and "--any-scale" in err
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"id": "a", "rater": "r1", "rating": 4}) + "\n"
+                    + json.dumps({"id": "a", "rater": "r2", "rating": 0}) + "\n")
+    with pytest.raises(ValueError, match=r"long.jsonl.*line 2.*rater r2.*0"):
+        load_ratings(str(long))
+    # --any-scale: another scale on purpose; correlations only, as for non-integer ratings
+    rc = main(["agree", "--ratings", str(path), "--ratings", str(tmp_path / "other.csv"), "--any-scale",
+               "--n-bootstrap", "0", "--no-plots"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "not 1-5 integer ratings (correlations only): human" in out
+    # averaged readers (3.5) stay allowed: on the scale, not integers
+    path.write_text("id,rating\na,4\nb,3.5\nc,2\nd,5\n")
+    assert main(["agree", "--ratings", str(path), "--ratings", str(tmp_path / "other.csv"), "--n-bootstrap", "0",
+                 "--no-plots"]) == 0
+
+
+def test_samples_without_a_readable_image_are_left_out_of_the_metrics(tmp_path):
+    report_task = pytest.importorskip("pfmvg_plugin.lmms.report_task")
+    docs = [{"id": f"iu-{i}", "report": "the heart is normal", "image": "a.png"} for i in range(3)]
+    docs[2]["dataset_dir"] = str(tmp_path / "gone")  # its image cannot be read: the task logs image_error
+    path = tmp_path / "20250101_000000_samples_iuxray_report.jsonl"
+    path.write_text("".join(json.dumps({"doc_id": k, "doc": d, "target": d["report"], "filtered_resps": ["normal"],
+                                        **report_task.process_results(d, ["normal"])}) + "\n"
+                            for k, d in enumerate(docs)))
+    variables, report = load_metrics(str(path))
+    by = {v.name: v.values for v in variables}
+    assert report["image_errors_left_out"] == 1
+    assert set(by["rouge_l"]) == set(by["bleu1"]) == {"iu-0", "iu-1"}
+    assert "n_scored" not in by  # the tasks' per-doc counter is no metric

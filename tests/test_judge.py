@@ -235,29 +235,130 @@ def test_unparsable_reply_is_retried_then_counted_unrated(fake, tmp_path):
     assert len(fake.requests) == 4
 
 
-def test_unreachable_endpoint_is_a_clear_error(tmp_path, capsys):
+def free_port() -> int:
+    """A loopback port with nothing listening on it (bound, then released)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def test_dead_endpoint_fails_at_once_with_one_clear_line(tmp_path, capsys, monkeypatch):
+    """Default retries and backoff, progress bars on: the probe fails in well under 5 s and no bar is drawn."""
+    monkeypatch.delenv("PFMVG_NO_PROGRESS")
+    url = f"http://127.0.0.1:{free_port()}/v1"
     inputs = write_items(tmp_path / "in.jsonl", ["4", "3"])
-    rc = main(["judge", str(inputs), "--rubric", "report", "--base-url", f"http://127.0.0.1:{port}/v1",
-               "--model", "m", "--retries", "1", "--backoff", "0.01", "--no-cache", "--out", str(tmp_path / "o.jsonl"),
-               "--api-key-env", "PFMVG_TEST_KEY"])
+    start = time.perf_counter()
+    rc = main(["judge", str(inputs), "--rubric", "report", "--base-url", url, "--model", "m", "--no-cache",
+               "--out", str(tmp_path / "o.jsonl"), "--api-key-env", "PFMVG_TEST_KEY"])
+    elapsed = time.perf_counter() - start
     err = capsys.readouterr().err
-    assert rc == 1
-    assert "cannot reach the judge endpoint" in err and "--base-url" in err
+    assert rc == 1 and elapsed < 5, elapsed
+    assert "cannot reach the judge endpoint" in err and url in err and "connection refused" in err
+    assert "--base-url" in err and "server" in err
+    assert "judge (report)" not in err and "%|" not in err  # no progress bar
     assert "Traceback" not in err and SECRET not in err
-    summary = json.loads((tmp_path / "o.summary.json").read_text())
-    assert summary["aborted"] and summary["n_rated"] == 0
+    assert not (tmp_path / "o.jsonl").exists()  # nothing was rated: nothing is written
+
+
+def test_dead_host_name_is_a_dns_error(tmp_path, capsys):
+    inputs = write_items(tmp_path / "in.jsonl", ["4"])
+    start = time.perf_counter()
+    rc = main(["judge", str(inputs), "--rubric", "report", "--base-url", "http://no-such-host.invalid:8000/v1",
+               "--model", "m", "--no-cache", "--out", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 1 and time.perf_counter() - start < 15
+    assert "no-such-host.invalid" in err and "does not resolve" in err
+
+
+def test_connection_refused_during_the_run_is_not_retried_like_a_5xx():
+    """The probe passed, then the server went away: the request fails fast instead of backing off 5 times."""
+    from pfmvg_plugin.judge.client import ChatClient, JudgeError
+
+    with ChatClient(f"http://127.0.0.1:{free_port()}/v1", "m", retries=5, backoff=1.0) as client:
+        start = time.perf_counter()
+        with pytest.raises(JudgeError, match="connection refused"):
+            client.complete([{"role": "user", "content": "hi"}])
+        assert time.perf_counter() - start < 2
+        assert client.stats.requests <= 2
+
+
+def test_fully_cached_rerun_needs_no_endpoint(fake, tmp_path):
+    inputs = [write_items(tmp_path / "in.jsonl", ["5", "2"])]
+    assert judge(fake, tmp_path, inputs)[0] == 0
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    rc = main(["judge", str(inputs[0]), "--rubric", "report", "--base-url", dead, "--model", "fake-judge",
+               "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "again.jsonl")])
+    assert rc == 0
+    assert [json.loads(x)["rating"] for x in (tmp_path / "again.jsonl").read_text().splitlines()] == [5, 2]
+
+
+def test_dry_run_needs_no_url(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    inputs = str(write_items(tmp_path / "in.jsonl", ["4"]))
+    assert main(["judge", inputs, "--rubric", "report", "--model", "m", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == 1
+
+
+def grounding_samples(path: Path) -> Path:
+    """A grounding run's samples file as lmms-eval logs it: the reference is a box, the record has gt_boxes."""
+    lines = [{"doc_id": i, "doc": {"id": f"ms-{i}", "phrase": "left effusion"}, "target": "[0.1, 0.5, 0.4, 0.9]",
+              "filtered_resps": ["[0.12, 0.5, 0.41, 0.88]"],
+              "grounding_sample": {"id": f"ms-{i}", "iou": 0.8, "dice": 0.9, "gt_boxes": [[10, 50, 40, 90]],
+                                   "pred_boxes": [[12, 50, 41, 88]], "parsed": True, "status": "ok"}}
+             for i in range(2)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_rubric_must_match_the_samples_task(fake, tmp_path, capsys):
+    samples = grounding_samples(tmp_path / "20250101_000000_samples_mscxr_grounding.jsonl")
+    rc, ratings, _ = judge(fake, tmp_path, [samples], cache=None)
+    err = capsys.readouterr().err
+    assert rc == 1 and fake.requests == [] and ratings == []
+    assert str(samples) in err and "grounding" in err and "mscxr_grounding" in err
+    assert "--rubric report" in err and "--force-rubric" in err
+    # a VQA run judged with the report rubric, and a report run with the vqa rubric, are refused the same way
+    vqa = tmp_path / "v" / "20250101_000000_samples_pfmvg_vqarad.jsonl"
+    vqa.parent.mkdir()
+    vqa.write_text(json.dumps({"doc_id": 0, "doc": {"id": "q0", "question": "Is it?"}, "target": "yes",
+                               "filtered_resps": ["yes"], "vqa_sample": {"id": "q0", "correct": True}}) + "\n")
+    assert judge(fake, tmp_path, [vqa], cache=None)[0] == 1
+    assert "VQA" in capsys.readouterr().err
+    rep = tmp_path / "r" / "20250101_000000_samples_iuxray_report.jsonl"
+    rep.parent.mkdir()
+    rep.write_text(json.dumps({"doc_id": 0, "doc": {"id": "r0"}, "target": "Normal.", "filtered_resps": ["Normal."],
+                               "report_sample": {"id": "r0", "rouge_l": 1.0}}) + "\n")
+    assert judge(fake, tmp_path, [rep], "--rubric", "vqa", cache=None, rubric=())[0] == 1
+    assert "--rubric vqa" in capsys.readouterr().err
+    assert fake.requests == []
+    # the dry run refuses too, and --force-rubric overrides
+    assert main(["judge", str(samples), "--rubric", "report", "--model", "m", "--dry-run"]) == 1
+    rc, ratings, _ = judge(fake, tmp_path, [samples], "--force-rubric", cache=None)
+    assert rc == 0 and len(ratings) == 2 and len(fake.requests) == 2
+    assert "[0.1, 0.5, 0.4, 0.9]" in fake.requests[0]["body"]["messages"][1]["content"]
+
+
+def test_output_dir_with_several_tasks_judges_the_matching_ones(fake, tmp_path, capsys):
+    grounding_samples(tmp_path / "20250101_000000_samples_mscxr_grounding.jsonl")
+    report_task = pytest.importorskip("pfmvg_plugin.lmms.report_task")
+    doc = {"id": "iu-0", "image": "0.png", "report": "The heart is normal."}
+    (tmp_path / "20250101_000000_samples_iuxray_report.jsonl").write_text(
+        json.dumps(lmms_eval_line(report_task, doc, "Normal heart. [[4]]", 0)) + "\n")
+    rc, ratings, summary = judge(fake, tmp_path, [tmp_path], cache=None)
+    err = capsys.readouterr().err
+    assert rc == 0 and [r["id"] for r in ratings] == ["iu-0"]
+    assert "mscxr_grounding" in err and "skipped" in err
+    assert summary["inputs"]["skipped_files"][0]["kind"] == "grounding"
 
 
 @pytest.mark.parametrize(("code", "words"), [(401, "API key"), (404, "--base-url")])
 def test_refused_key_or_wrong_url_stops_the_run(fake, tmp_path, capsys, code, words):
     fake.status_all = code
-    rc, _, _ = judge(fake, tmp_path, [write_items(tmp_path / "in.jsonl", ["4"] * 3)], cache=None)
+    rc, _, summary = judge(fake, tmp_path, [write_items(tmp_path / "in.jsonl", ["4"] * 3)], cache=None)
     err = capsys.readouterr().err
     assert rc == 1 and words in err and "Traceback" not in err and SECRET not in err
     assert len(fake.requests) <= 3  # no retries on 401/404
+    assert summary["aborted"] and summary["n_rated"] == 0  # a stop during the run still writes what it has
 
 
 def test_lmms_eval_samples_and_dotted_fields(fake, tmp_path):
@@ -449,3 +550,17 @@ def test_rubric_file_with_question_sets_needs_question(tmp_path):
                                 "answer_format": False}))
     rubric = load_rubric_file(path)
     assert rubric.needs_question and rubric.system == "s" and rubric.name == "q" and rubric.version == "1"
+
+
+def test_samples_without_a_readable_image_are_not_judged(fake, tmp_path):
+    """The tasks leave an image_error doc out of every metric: the judge leaves it out too, and says so."""
+    report_task = pytest.importorskip("pfmvg_plugin.lmms.report_task")
+    docs = [{"id": "iu-0", "image": "0.png", "report": "Normal."},
+            {"id": "iu-1", "image": "1.png", "report": "Effusion.", "dataset_dir": str(tmp_path / "gone")}]
+    path = tmp_path / "20250101_000000_samples_iuxray_report.jsonl"
+    path.write_text("".join(json.dumps(lmms_eval_line(report_task, d, "Normal. [[5]]", k)) + "\n"
+                            for k, d in enumerate(docs)))
+    rc, ratings, summary = judge(fake, tmp_path, [path], cache=None)
+    assert rc == 0 and [r["id"] for r in ratings] == ["iu-0"] and len(fake.requests) == 1
+    (reason,) = summary["inputs"]["skipped"]
+    assert reason.startswith("image_error") and "left out of every metric" in reason

@@ -257,3 +257,193 @@ def test_without_matplotlib_or_records_the_page_still_comes(tmp_path, monkeypatc
     assert "no grounding records in" in html and 'data-task="vqa" data-key="n" data-value="0"' in html
     assert 'data-task="ground" data-key="acc@0.5" data-value="1.0"' in html and "qwen2vl" in html
     assert not list((run / "pfmvg_report").rglob("*.png"))  # no charts; the image (dataset dir) is missing too
+
+
+# ---- PeFoMed tasks: VQA and report generation get their own pages ---------------------------------------------------
+EVIL = "<script>alert('x')</script> & <b>bold</b>"
+
+
+def _lmms_line(task, doc: dict, answer: str, doc_id: int) -> dict:
+    """A samples line as lmms-eval 0.7.3 logs it for one of our tasks."""
+    return {"doc_id": doc_id, "doc": doc, "target": task.doc_to_target(doc), "filtered_resps": [answer],
+            **task.process_results(doc, [answer])}
+
+
+def _vqa_run(ds: PreparedDataset, folder: Path) -> tuple[Path, list[dict]]:
+    vqa_task = pytest.importorskip("pfmvg_plugin.lmms.vqa_task")
+    from pfmvg_plugin.lmms.answers import error_answer
+
+    recs = _records(ds)
+    cases = [("Is there an effusion?", "yes", "closed", "PRES", "Yes, there is."),
+             ("Is the heart enlarged?", "no", "closed", "SIZE", "yes"),
+             ("Is there a pneumothorax?", "no", "closed", "PRES", "no"),
+             ("Where is the mass?", "left upper lobe", "open", "POS", "left upper lobe"),
+             ("Where is the nodule?", "right lower lobe", "open", "POS", "right lung"),
+             ("What is abnormal?", "pleural effusion", "open", "ABN", EVIL),
+             ("Is this a PA view?", "yes", "closed", "PLANE", error_answer(RuntimeError("CUDA OOM"))),
+             ("Is there a fracture?", "no", "closed", "PRES", "no")]  # its image was missing at evaluation time
+    lines, records = [], []
+    for k, (question, answer, kind, qtype, pred) in enumerate(cases):
+        doc = {"id": f"q{k}", "source": "vqarad", "split": "test", "image": recs[k]["image"], "question": question,
+               "answer": answer, "answer_type": kind, "question_type": qtype, "dataset_dir": str(ds.path.resolve())}
+        if k == len(cases) - 1:
+            doc["image"] = "images/gone_before_the_run.png"  # the task logs an image_error record, left out
+        line = _lmms_line(vqa_task, doc, pred, k)
+        if k == 0:  # the image went away after the run: listed, never fatal; the row says why there is no thumbnail
+            line["vqa_sample"]["image"] = "images/does_not_exist.png"
+        lines.append(line)
+        if line["vqa_sample"]["status"] != "image_error":
+            records.append(line["vqa_sample"])
+    assert len(records) == len(cases) - 1
+    path = folder / f"{DATE}_samples_pfmvg_vqarad.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path, records
+
+
+def _report_run(ds: PreparedDataset, folder: Path, task: str = "iuxray_report") -> tuple[Path, list[dict]]:
+    report_task = pytest.importorskip("pfmvg_plugin.lmms.report_task")
+    recs = _records(ds)
+    refs = ["The heart is normal in size. The lungs are clear. No pleural effusion.",
+            "Small left pleural effusion. Heart size normal.",
+            "Right upper lobe mass. No pneumothorax.",
+            "Cardiomegaly. Mild pulmonary edema."]
+    preds = ["The heart is normal in size. The lungs are clear. No pleural effusion.",
+             "Heart size normal. Small effusion on the left.",
+             EVIL,
+             "Cardiomegaly with mild edema."]
+    lines, records = [], []
+    for k, (ref, pred) in enumerate(zip(refs, preds)):
+        doc = {"id": f"iu-{k}", "source": "iuxray", "split": "test", "image": recs[k]["image"],
+               "images": [recs[k]["image"]], "report": ref, "max_words": None, "dataset_dir": str(ds.path.resolve())}
+        line = _lmms_line(report_task, doc, pred, k)
+        lines.append(line)
+        records.append(line["report_sample"])
+    path = folder / f"{DATE}_samples_{task}.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path, records
+
+
+def _section_html(html: str, task: str) -> str:
+    m = re.search(rf'<section id="task-{re.escape(task)}"[^>]*>(.*?)</section>', html, re.S)
+    assert m, task
+    return m[0]
+
+
+def _rows_ids(section: str, which: str) -> list[str]:
+    table = re.search(rf'<table class="examples" data-which="{which}">(.*?)</table>', section, re.S)
+    assert table, which
+    return re.findall(r'<tr data-id="([^"]+)"', table[1])
+
+
+def test_vqa_run_gets_a_vqa_page(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("PFMVG_NO_PROGRESS", "1")
+    path, records = _vqa_run(dataset, tmp_path)
+    out = tmp_path / "r"
+    assert pfmvg(["report", str(path), "--out", str(out), "--n-bootstrap", "100", "--examples", "2"]) == 0
+    html = (out / "index.html").read_text()
+    section = _section_html(html, "pfmvg_vqarad")
+    assert 'data-kind="vqa"' in section and "no grounding records" not in html and "IoU" not in section
+
+    def cell(key: str, group: str | None = None) -> float | None:
+        where = f' data-group="{group}"' if group else ""
+        m = re.search(rf'data-task="pfmvg_vqarad"{where} data-key="{re.escape(key)}" data-value="([^"]*)"', html)
+        assert m, (key, group)
+        return None if m[1] == "" else float(m[1])
+
+    closed = [r for r in records if r["answer_type"] == "closed"]
+    opened = [r for r in records if r["answer_type"] == "open"]
+    assert cell("overall_acc") == pytest.approx(sum(r["correct"] for r in records) / len(records))
+    assert cell("closed_acc") == pytest.approx(sum(r["correct"] for r in closed) / len(closed))
+    assert cell("open_exact_acc") == pytest.approx(sum(r["correct"] for r in opened) / len(opened))
+    assert cell("open_recall") == pytest.approx(sum(r["recall"] for r in opened) / len(opened))
+    assert cell("generation_error_rate") == pytest.approx(1 / len(records))
+    # per answer type and per the dataset's question type
+    assert cell("accuracy", "closed") == pytest.approx(2 / 4) and cell("n", "closed") == 4
+    assert cell("accuracy", "open") == pytest.approx(1 / 3) and cell("n", "open") == 3
+    assert cell("accuracy", "POS") == pytest.approx(1 / 2) and cell("n", "POS") == 2
+    assert cell("accuracy", "PRES") == pytest.approx(1.0) and cell("n", "SIZE") == 1
+    # worst and best answers: question, reference and prediction, escaped; thumbnails where the image is readable
+    worst, best = _rows_ids(section, "worst"), _rows_ids(section, "best")
+    assert len(worst) == len(best) == 2 and not set(worst) & set(best)
+    assert all(not next(r for r in records if r["id"] == i)["correct"] for i in worst)
+    assert set(best) <= {r["id"] for r in records if r["correct"]}
+    assert "Where is the nodule?" in html or "What is abnormal?" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    thumbs = re.findall(r'<img class="thumb" src="([^"]+)"', section)
+    assert thumbs and all((out / t).is_file() for t in thumbs)
+    with Image.open(out / thumbs[0]) as im:
+        assert max(im.size) <= 160
+    summary = json.loads((out / "summary.json").read_text())["tasks"]["pfmvg_vqarad"]
+    assert summary["kind"] == "vqa" and summary["metrics"]["n"] == 7
+    assert summary["per_question_type"]["POS"]["n"] == 2
+    assert list(summary["read"]["skipped"]) == ["image_error: no readable image when evaluated (left out of every "
+                                                "metric, as the task does)"]
+    assert "left out of every metric" in section
+
+
+def test_vqa_page_lists_an_unreadable_image_in_the_row(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("PFMVG_NO_PROGRESS", "1")
+    path, _ = _vqa_run(dataset, tmp_path)
+    out = tmp_path / "r"
+    assert pfmvg(["report", str(path), "--out", str(out), "--n-bootstrap", "0", "--examples", "7"]) == 0
+    section = _section_html((out / "index.html").read_text(), "pfmvg_vqarad")
+    row = re.search(r'<tr data-id="q0">(.*?)</tr>', section, re.S)
+    assert row and "no image" in row[1] and "image file missing" in row[1]
+
+
+def test_report_run_gets_a_report_generation_page(dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("PFMVG_NO_PROGRESS", "1")
+    from pfmvg_plugin.metrics.text import score_reports
+
+    path, records = _report_run(dataset, tmp_path)
+    out = tmp_path / "r"
+    assert pfmvg(["report", str(path), "--out", str(out), "--n-bootstrap", "0", "--examples", "1"]) == 0
+    html = (out / "index.html").read_text()
+    section = _section_html(html, "iuxray_report")
+    assert 'data-kind="report"' in section and "no grounding records" not in html
+    expected = score_reports([r["prediction"] for r in records], [r["reference"] for r in records])
+    for key, ours in (("bleu1", "bleu1"), ("bleu4", "bleu4"), ("rouge_l", "rouge_l"), ("meteor_simple", "meteor"),
+                      ("cider_d", "cider")):
+        m = re.search(rf'data-task="iuxray_report" data-key="{key}" data-value="([^"]*)"', html)
+        assert m and float(m[1]) == pytest.approx(expected[ours]), key
+    # worst / best by the record's own per-sample ROUGE-L, reference and generated side by side, escaped
+    by_rouge = sorted(records, key=lambda r: r["rouge_l"])
+    assert _rows_ids(section, "worst") == [by_rouge[0]["id"]] == ["iu-2"]
+    assert _rows_ids(section, "best") == [by_rouge[-1]["id"]] == ["iu-0"]
+    assert "ROUGE-L" in section and "reference" in section and "generated" in section
+    assert "<script>" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "Right upper lobe mass. No pneumothorax." in html
+    thumbs = re.findall(r'<img class="thumb" src="([^"]+)"', section)
+    assert thumbs and all((out / t).is_file() for t in thumbs)
+    summary = json.loads((out / "summary.json").read_text())["tasks"]["iuxray_report"]
+    assert summary["kind"] == "report" and summary["metrics"]["rouge_l"] == pytest.approx(expected["rouge_l"])
+
+
+def test_run_with_several_tasks_gets_one_section_per_task_of_its_kind(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PFMVG_NO_PROGRESS", "1")
+    run = tmp_path / "run"
+    run.mkdir()
+    _vqa_run(dataset, run)
+    _report_run(dataset, run, task="synthcxr_report")
+    rec = _records(dataset)[0]
+    answer = get_codec("llava").encode(rec["boxes"][0], (rec["width"], rec["height"]))
+    grounding = _our_record(rec, dataset, answer)
+    (run / f"{DATE}_samples_synthcxr_grounding.jsonl").write_text(json.dumps(_line(0, grounding, answer)) + "\n")
+    assert pfmvg(["report", str(run), "--n-bootstrap", "0"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {t: v["kind"] for t, v in printed["tasks"].items()} == {
+        "pfmvg_vqarad": "vqa", "synthcxr_report": "report", "synthcxr_grounding": "grounding"}
+    html = (run / "pfmvg_report" / "index.html").read_text()
+    kinds = dict(re.findall(r'<section id="task-([^"]+)" data-kind="([^"]+)"', html))
+    assert kinds == {"pfmvg_vqarad": "vqa", "synthcxr_report": "report", "synthcxr_grounding": "grounding"}
+    assert 'data-task="synthcxr_grounding" data-key="acc@0.5" data-value="1.0"' in html
+    assert 'data-task="pfmvg_vqarad" data-key="acc@0.5"' not in html  # no grounding numbers for VQA
+    assert "no grounding records" not in html
+
+
+def test_record_keys_match_the_tasks():
+    from pfmvg_plugin.lmms import grounding_task, report_task, vqa_task
+    from pfmvg_plugin.report.samples import RECORD_KEYS
+
+    assert RECORD_KEYS == {"grounding": grounding_task.SAMPLE_KEY, "vqa": vqa_task.SAMPLE_KEY,
+                           "report": report_task.SAMPLE_KEY}

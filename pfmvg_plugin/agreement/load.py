@@ -13,11 +13,17 @@ A *source* is one file given as ``PATH`` or ``NAME=PATH`` (the name defaults to 
   (the paths of :mod:`pfmvg_plugin.judge.samples`), per-sample text metrics are computed too (``text_metrics``):
   ``report`` = sentence BLEU-1/4, ROUGE-L, METEOR (this package's Java-free one), CIDEr-D (IDF over the file's
   references); ``vqa`` = exact match, token recall; ``auto`` = none for grounding samples (lines with an ``iou``),
-  ``vqa`` when the lines carry a question, else ``report``. A field of the file wins over a computed metric of the
-  same name; a generation-error answer is scored as an empty text, as the tasks do.
+  ``vqa`` when the lines carry a question, else ``report``. A field the file logs wins over a computed metric of the
+  same name (e.g. ``report_sample.rouge_l``, which follows the task's own ``max_words`` cut): the computed one is
+  left out and the report says so under ``shadowed``. A generation-error answer is scored as an empty text, as the
+  tasks do; a sample whose image could not be read (status ``image_error``) is left out, as the tasks leave it out
+  of every metric, and counted (``image_errors_left_out``).
 
-Empty cells, ``NA``/``nan``/``null`` are *missing*, text that is not a number is *invalid*; both are counted per
-variable, as are duplicate ids (the first value is kept). Nothing is dropped silently.
+Ratings are on the 1-5 scale: a value off it (``7``, ``0``) is an error naming the file, line and value, unless
+``any_scale`` (``--any-scale``) says the file rates on another scale. Values on the scale that are not integers
+(``3.5``, two readers averaged) are kept; such raters get correlations only. Empty cells, ``NA``/``nan``/``null`` are
+*missing*, text that is not a number is *invalid*; both are counted per variable, as are duplicate ids (the first
+value is kept). Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pfmvg_plugin.agreement.stats import SCALE
 from pfmvg_plugin.judge.samples import DEFAULT_PATHS, as_text, first_value
 from pfmvg_plugin.lmms.answers import is_error_answer
+from pfmvg_plugin.report.samples import IMAGE_ERROR, line_kind
 
 ID_COLUMNS = ("id", "sample_id", "doc_id")
 #: Where a row's id is looked for: plain columns first, then a record's / lmms-eval ``doc``'s id, then ``doc_id``.
@@ -38,8 +46,10 @@ ID_PATHS = ("id", "sample_id", "*.id", "doc_id")
 RATER_COLUMNS = ("rater", "annotator", "reader")
 MISSING_TEXT = {"", "na", "n/a", "nan", "null", "none", "-"}
 #: Numeric fields of lmms-eval samples lines that are bookkeeping, not metrics.
-NOT_METRICS = {"doc_id", "id", "width", "height", "line", "attempts", "max_words"}
+NOT_METRICS = {"doc_id", "id", "width", "height", "line", "attempts", "max_words", "n_scored"}
 TEXT_METRIC_SETS = ("auto", "report", "vqa", "none")
+#: Off-scale ratings quoted in the error (all are counted).
+_OFF_SCALE_SHOWN = 5
 
 
 @dataclass
@@ -108,14 +118,14 @@ def split_spec(spec: str) -> tuple[str, Path]:
     return path.stem, path
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a CSV/TSV (dicts of strings) or JSONL (dicts) file."""
+def read_numbered_rows(path: Path) -> list[tuple[int, dict]]:
+    """``(line number, row)`` of a CSV/TSV (dicts of strings; the line a record ends on) or JSONL (dicts) file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     if path.suffix.lower() in (".csv", ".tsv"):
         with open(path, newline="", encoding="utf-8-sig") as f:
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-            return [dict(r) for r in csv.DictReader(f, delimiter=delimiter)]
+            reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            return [(reader.line_num, dict(r)) for r in reader]
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, text in enumerate(f, start=1):
@@ -127,8 +137,23 @@ def read_rows(path: Path) -> list[dict]:
                 raise ValueError(f"{path}:{lineno} is not JSON ({exc.msg}); give CSV, TSV or JSONL files") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{path}:{lineno} is not a JSON object")
-            rows.append(obj)
+            rows.append((lineno, obj))
     return rows
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a CSV/TSV (dicts of strings) or JSONL (dicts) file."""
+    return [row for _, row in read_numbered_rows(path)]
+
+
+def off_scale_error(path: Path, found: list[str]) -> ValueError:
+    """The error for ratings off the 1-5 scale (``found``: ``"line 3 (rating): 7"``)."""
+    shown = "; ".join(found[:_OFF_SCALE_SHOWN]) + (f"; and {len(found) - _OFF_SCALE_SHOWN} more"
+                                                   if len(found) > _OFF_SCALE_SHOWN else "")
+    return ValueError(
+        f"{path}: {len(found)} rating(s) off the {SCALE[0]}-{SCALE[-1]} scale: {shown}. Fix them or leave the cells "
+        "empty (missing); give a column that is not a rating with --metrics; or pass --any-scale if this file rates "
+        "on another scale (its raters then get correlations only).")
 
 
 def _row_id(row: dict, id_field: str | None) -> str | None:
@@ -149,24 +174,37 @@ def _numeric_column(rows: list[dict], column: str) -> bool:
     return any(v is not None for v, _ in values) and all(p != "invalid" for _, p in values)
 
 
-def load_ratings(spec: str, id_field: str | None = None) -> tuple[list[Variable], dict]:
-    """The rater variables of one ratings file and a report of what was read."""
+def load_ratings(spec: str, id_field: str | None = None, any_scale: bool = False) -> tuple[list[Variable], dict]:
+    """The rater variables of one ratings file and a report of what was read.
+
+    A rating off the 1-5 scale raises ``ValueError`` naming the file, line and value unless ``any_scale``.
+    """
     name, path = split_spec(spec)
-    rows = read_rows(path)
+    numbered = read_numbered_rows(path)
+    rows = [row for _, row in numbered]
     columns = _columns(rows)
     lower = {c.lower(): c for c in columns}
     rater_col = next((lower[c] for c in RATER_COLUMNS if c in lower), None)
     rating_col = lower.get("rating")
     no_id = 0
     variables: dict[str, Variable] = {}
+    off_scale: list[str] = []
+
+    def take(var: Variable, sample_id: str, raw: object, line: int, label: str) -> None:
+        value, _ = to_number(raw)
+        if value is not None and not SCALE[0] <= value <= SCALE[-1] and not any_scale:
+            off_scale.append(f"line {line} ({label}): {raw if isinstance(raw, str) else json.dumps(raw)}")
+        var.add(sample_id, raw)
+
     if rater_col and rating_col:
-        for row in rows:
+        for line, row in numbered:
             sample_id = _row_id(row, id_field)
             if sample_id is None:
                 no_id += 1
                 continue
             rater = f"{name}:{row.get(rater_col)}"
-            variables.setdefault(rater, Variable(rater, "rater", str(path))).add(sample_id, row.get(rating_col))
+            take(variables.setdefault(rater, Variable(rater, "rater", str(path))), sample_id, row.get(rating_col),
+                 line, f"rater {row.get(rater_col)}")
     else:
         id_cols = {id_field} if id_field else set(ID_COLUMNS)
         if rating_col:
@@ -179,13 +217,15 @@ def load_ratings(spec: str, id_field: str | None = None) -> tuple[list[Variable]
         names = {c: name if len(value_cols) == 1 else f"{name}:{c}" for c in value_cols}
         for c in value_cols:
             variables[names[c]] = Variable(names[c], "rater", str(path))
-        for row in rows:
+        for line, row in numbered:
             sample_id = _row_id(row, id_field)
             if sample_id is None:
                 no_id += 1
                 continue
             for c in value_cols:
-                variables[names[c]].add(sample_id, row.get(c))
+                take(variables[names[c]], sample_id, row.get(c), line, f"column {c}")
+    if off_scale:
+        raise off_scale_error(path, off_scale)
     return list(variables.values()), {"source": name, "path": str(path), "rows": len(rows), "rows_without_id": no_id}
 
 
@@ -243,8 +283,12 @@ def load_metrics(spec: str, id_field: str | None = None, columns: list[str] | No
         raise ValueError(f"text metrics must be one of {', '.join(TEXT_METRIC_SETS)}")
     name, path = split_spec(spec)
     rows = read_rows(path)
-    ids = [_row_id(row, id_field) for row in rows]
     is_csv = path.suffix.lower() in (".csv", ".tsv")
+    image_errors = 0
+    if not is_csv:  # samples whose image could not be read: the tasks leave them out of every metric
+        kept = [r for r in rows if (found := line_kind(r)) is None or found[1].get("status") != IMAGE_ERROR]
+        image_errors, rows = len(rows) - len(kept), kept
+    ids = [_row_id(row, id_field) for row in rows]
     per_row = ([{c: v for c, v in r.items() if c not in ID_COLUMNS and c != id_field} for r in rows] if is_csv
                else [_numeric_fields(r) for r in rows])
     all_cols = _columns(per_row)
@@ -257,6 +301,7 @@ def load_metrics(spec: str, id_field: str | None = None, columns: list[str] | No
             for c, var in variables.items():
                 var.add(sample_id, values.get(c))
     computed = None if is_csv else _text_metric_set(text_metrics, rows, per_row)
+    shadowed: dict[str, str] = {}
     if computed:
         pairs = [(i, as_text(first_value(r, DEFAULT_PATHS["prediction"])),
                   as_text(first_value(r, DEFAULT_PATHS["reference"]), join=True)) for i, r in zip(ids, rows)]
@@ -266,7 +311,10 @@ def load_metrics(spec: str, id_field: str | None = None, columns: list[str] | No
         for metric, scores in values.items():
             if columns and metric not in columns:
                 continue
-            var = variables.setdefault(metric, Variable(metric, "metric", f"{path} (computed)"))
+            if metric in variables:  # the file logs it: the task's own value wins (e.g. its max_words cut)
+                shadowed[metric] = f"the file's own per-sample {metric} is used; the recomputed one is not"
+                continue
+            var = variables[metric] = Variable(metric, "metric", f"{path} (computed)")
             for (sample_id, _, _), score in zip(pairs, scores):
                 var.add(sample_id, score)
         computed = computed if values else None
@@ -275,5 +323,6 @@ def load_metrics(spec: str, id_field: str | None = None, columns: list[str] | No
         raise ValueError(f"{path}: no numeric per-sample metric found; give a CSV/JSONL with an id and numeric "
                          "columns, or lmms-eval samples with prediction/reference texts")
     report = {"source": name, "path": str(path), "rows": len(rows), "rows_without_id": ids.count(None),
-              "unknown_columns": unknown, "text_metrics": computed}
+              "unknown_columns": unknown, "text_metrics": computed, "shadowed": shadowed,
+              "image_errors_left_out": image_errors}
     return list(variables.values()), report

@@ -3,7 +3,9 @@
 Pairs: every two variables (rater-rater, rater-metric, metric-metric) over the ids where both have a value.
 Spearman, Kendall tau-b and Pearson for every pair; quadratic-weighted kappa and ordinal Krippendorff's alpha only
 when both variables are raters whose values are all integers 1-5. With at least two such raters, one ordinal alpha
-over all of them (missing ratings allowed). Ids that are not in every variable are counted per variable.
+over all of them (missing ratings allowed). Ids that are not in every variable are counted per variable. A value
+that cannot be computed is shown as ``- (why)`` and kept under ``undefined`` in the JSON (``<stat>_why`` in the CSV):
+fewer than :data:`~pfmvg_plugin.agreement.stats.MIN_N` common ids, a constant variable, or not two 1-5 raters.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pfmvg_plugin.agreement.load import Variable, load_metrics, load_ratings
-from pfmvg_plugin.agreement.stats import CORRELATIONS, ORDINAL, is_likert, overall_alpha, pair_statistics
+from pfmvg_plugin.agreement.stats import CORRELATIONS, MIN_N, ORDINAL, is_likert, overall_alpha, pair_statistics
 
 LABELS = {"spearman": "Spearman rho", "kendall": "Kendall tau-b", "pearson": "Pearson r",
           "kappa_quadratic": "kappa (quadratic)", "alpha_ordinal": "alpha (ordinal)"}
@@ -55,8 +57,40 @@ def _aligned(a: Variable, b: Variable) -> tuple[list[str], np.ndarray, np.ndarra
     return ids, np.array([pa[i] for i in ids], dtype=float), np.array([pb[i] for i in ids], dtype=float)
 
 
+def _constant(variables: Sequence[Variable], arrays: Sequence[np.ndarray]) -> str | None:
+    """``constant ratings: a; constant values: b`` for the variables whose values do not vary, else None."""
+    names: dict[str, list[str]] = {}
+    for v, values in zip(variables, arrays):
+        if values.size and np.all(values == values[0]):
+            names.setdefault("ratings" if v.kind == "rater" else "values", []).append(v.name)
+    return "; ".join(f"constant {noun}: {', '.join(n)}" for noun, n in names.items()) or None
+
+
+def why_undefined(a: Variable, b: Variable, x: np.ndarray, y: np.ndarray, stats: dict, ordinal: bool) -> dict:
+    """``{stat: reason}`` for every statistic of the pair that has no value."""
+    why = {}
+    for name in CORRELATIONS + ORDINAL:
+        if name in ORDINAL and not ordinal:
+            why[name] = "not two 1-5 raters"
+        elif stats.get(name) is None:
+            if x.size < MIN_N:
+                why[name] = f"fewer than {MIN_N} pairs: {x.size}"
+            else:
+                why[name] = _constant((a, b), (x, y)) or "undefined for these values"
+    return why
+
+
+def _why_no_alpha(data: np.ndarray, units: int) -> str:
+    """Why the overall alpha of a raters x units matrix (NaN = missing) has no value."""
+    if units < MIN_N:
+        return f"fewer than {MIN_N} units rated by two or more raters: {units}"
+    finite = data[np.isfinite(data)]
+    return f"constant ratings: every rating is {finite[0]:g}" if np.all(finite == finite[0]) else \
+        "undefined for these ratings"
+
+
 def agreement(variables: list[Variable], n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Every pair's statistics plus the overall ordinal alpha of the Likert raters."""
+    """Every pair's statistics (and why any is missing) plus the overall ordinal alpha of the Likert raters."""
     _unique_names(variables)
     likert = {v.name: v.kind == "rater" and is_likert(list(v.present.values())) for v in variables}
     pairs = []
@@ -64,13 +98,16 @@ def agreement(variables: list[Variable], n_bootstrap: int = 1000, seed: int = 0,
         ids, x, y = _aligned(a, b)
         ordinal = likert[a.name] and likert[b.name]
         stats = pair_statistics(x, y, ordinal, n_bootstrap=n_bootstrap, seed=seed + k, level=level)
-        pairs.append({"x": a.name, "y": b.name, "kinds": f"{a.kind}-{b.kind}", "ordinal": ordinal, **stats})
+        pairs.append({"x": a.name, "y": b.name, "kinds": f"{a.kind}-{b.kind}", "ordinal": ordinal, **stats,
+                      "undefined": why_undefined(a, b, x, y, stats, ordinal)})
     raters = [v for v in variables if likert[v.name]]
     overall = None
     if len(raters) >= 2:
         ids = sorted(set().union(*(v.present for v in raters)))
         data = np.array([[v.present.get(i, np.nan) for i in ids] for v in raters], dtype=float)
         overall = {"raters_used": [v.name for v in raters], **overall_alpha(data, n_bootstrap, seed, level)}
+        if overall["alpha_ordinal"] is None:
+            overall["undefined"] = _why_no_alpha(data, overall["units"])
     not_likert = [v.name for v in variables if v.kind == "rater" and not likert[v.name]]
     return {"pairs": pairs, "overall": overall, "likert_raters": [v.name for v in raters],
             "raters_not_likert": not_likert, "coverage": coverage(variables),
@@ -78,9 +115,9 @@ def agreement(variables: list[Variable], n_bootstrap: int = 1000, seed: int = 0,
 
 
 # ---- output -------------------------------------------------------------------------------------------------------
-def _cell(value: float | None, ci: list[float] | None) -> str:
+def _cell(value: float | None, ci: list[float] | None, why: str | None = None) -> str:
     if value is None:
-        return "-"
+        return f"- ({why})" if why else "-"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
 
 
@@ -95,13 +132,15 @@ def format_table(result: dict) -> str:
     head = ["x", "y", "n"] + [f"{LABELS[s]} [{level}% CI]" for s in stats]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in result["pairs"]:
-        cells = [p["x"], p["y"], str(p["n"])] + [_cell(p.get(s), p.get(f"{s}_ci")) for s in stats]
+        why = p.get("undefined") or {}
+        cells = [p["x"], p["y"], str(p["n"])] + [_cell(p.get(s), p.get(f"{s}_ci"), why.get(s)) for s in stats]
         lines.append("| " + " | ".join(cells) + " |")
     overall = result["overall"]
     if overall:
         lines.append("")
+        alpha = _cell(overall["alpha_ordinal"], overall["alpha_ordinal_ci"], overall.get("undefined"))
         lines.append(f"Krippendorff's alpha (ordinal) over {len(overall['raters_used'])} raters, "
-                     f"{overall['units']} units: {_cell(overall['alpha_ordinal'], overall['alpha_ordinal_ci'])}")
+                     f"{overall['units']} units: {alpha}")
     cov = result["coverage"]
     lines.append("")
     lines.append(f"ids: {cov['ids_total']} in total, {cov['ids_in_all']} with a value in every variable")
@@ -120,6 +159,15 @@ def format_table(result: dict) -> str:
         lines.append(f"  {name} ({c['kind']}): {c['values']} values" + (f"; {', '.join(extra)}" if extra else ""))
     if result["raters_not_likert"]:
         lines.append(f"not 1-5 integer ratings (correlations only): {', '.join(result['raters_not_likert'])}")
+    shadowed = [(name, why, src["source"]) for src in result.get("sources", [])
+                for name, why in (src.get("shadowed") or {}).items()]
+    if shadowed:
+        lines.append("logged and recomputed metrics of the same name:")
+        lines += [f"  {name}: {why} ({source})" for name, why, source in shadowed]
+    for src in result.get("sources", []):
+        if src.get("image_errors_left_out"):
+            lines.append(f"{src['source']}: {src['image_errors_left_out']} samples without a readable image when "
+                         "evaluated left out (status image_error; the task leaves them out of every metric)")
     return "\n".join(lines)
 
 
@@ -127,7 +175,7 @@ def write_csv(result: dict, path: Path) -> None:
     stats = CORRELATIONS + ORDINAL
     fields = ["x", "y", "kinds", "n"]
     for s in stats:
-        fields += [s, f"{s}_ci_low", f"{s}_ci_high"] + ([f"{s}_p"] if s in CORRELATIONS else [])
+        fields += [s, f"{s}_ci_low", f"{s}_ci_high"] + ([f"{s}_p"] if s in CORRELATIONS else []) + [f"{s}_why"]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -135,7 +183,8 @@ def write_csv(result: dict, path: Path) -> None:
             row = {k: p.get(k) for k in ("x", "y", "kinds", "n")}
             for s in stats:
                 ci = p.get(f"{s}_ci") or [None, None]
-                row.update({s: p.get(s), f"{s}_ci_low": ci[0], f"{s}_ci_high": ci[1]})
+                row.update({s: p.get(s), f"{s}_ci_low": ci[0], f"{s}_ci_high": ci[1],
+                            f"{s}_why": (p.get("undefined") or {}).get(s)})
                 if s in CORRELATIONS:
                     row[f"{s}_p"] = p.get(f"{s}_p")
             writer.writerow(row)
@@ -144,12 +193,15 @@ def write_csv(result: dict, path: Path) -> None:
 def run_agreement(ratings: Sequence[str], metrics: Sequence[str] = (), out: Path | None = None,
                   id_field: str | None = None, metric_columns: list[str] | None = None,
                   text_metrics: str = "auto", n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
-                  plots: bool = True) -> dict:
-    """Load the sources, compute the agreement, write ``agreement.{json,csv,md}`` and PNGs under ``out``."""
+                  plots: bool = True, any_scale: bool = False) -> dict:
+    """Load the sources, compute the agreement, write ``agreement.{json,csv,md}`` and PNGs under ``out``.
+
+    ``any_scale``: ratings need not be on the 1-5 scale (else a value off it is an error).
+    """
     variables: list[Variable] = []
     sources = []
     for spec in ratings:
-        found, report = load_ratings(spec, id_field)
+        found, report = load_ratings(spec, id_field, any_scale=any_scale)
         variables += found
         sources.append({"role": "ratings", **report})
     for spec in metrics:

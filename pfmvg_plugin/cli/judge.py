@@ -25,28 +25,37 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "lmms-eval --log_samples files (or their output dir) or a plain JSONL with id/prediction/"
                     "reference fields. Output: one JSONL line per sample (id, rating, reason, status) and "
                     "<out>.summary.json. Ratings are cached on disk, so a rerun or a resumed run sends no request "
-                    "twice. The API key is read from an environment variable and never written anywhere.")
+                    "twice. The API key is read from an environment variable and never written anywhere. Before "
+                    "sending anything, samples of another kind of task than the rubric's are refused (a grounding "
+                    "run's boxes are no reference reports; --force-rubric overrides) and one cheap request checks "
+                    "that the endpoint is reachable, so a dead URL fails at once with what to check.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="SAMPLES",
-                   help="lmms-eval samples .jsonl file(s) or output dir(s), or plain JSONL files")
+                   help="lmms-eval samples .jsonl file(s) or output dir(s), or plain JSONL files; in a dir, samples "
+                        "files of another task kind than the rubric's are skipped with a note")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--rubric", choices=sorted(RUBRICS),
-                       help="report: generated vs reference radiology report; vqa: model vs reference answer "
-                            "(uses the question)")
+                       help="report: generated vs reference radiology report (report-generation runs); vqa: model vs "
+                            "reference answer, uses the question (VQA runs)")
     which.add_argument("--rubric-file", type=Path, metavar="FILE",
                        help="your own rubric, YAML or JSON: system (the scale anchors), template (the user message "
                             "with {prediction}, {reference}, optionally {question}); optional name, version, "
-                            "needs_question, answer_format (default true: ask for one line of JSON)")
+                            "needs_question, answer_format (default true: ask for one line of JSON); any samples")
+    p.add_argument("--force-rubric", action="store_true",
+                   help="judge samples even when their task kind (grounding, VQA, report generation) is not the "
+                        "rubric's; without it such a file is refused (named) or skipped (found in a dir)")
     p.add_argument("--base-url", default=None,
                    help="OpenAI-compatible API base, e.g. https://api.openai.com/v1 or http://localhost:8000/v1 "
-                        "(default $OPENAI_BASE_URL)")
+                        "(default $OPENAI_BASE_URL; not needed with --dry-run). Checked with one GET <base>/models "
+                        "before the run: a refused connection, an unknown host or a connect timeout stops at once")
     p.add_argument("--model", required=True, help="judge model name as the endpoint knows it")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="environment variable holding the API key (default OPENAI_API_KEY; unset: no "
                         "Authorization header)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight at most (default 4)")
     p.add_argument("--retries", type=int, default=5,
-                   help="retries per request on 429/5xx/connection errors, exponential backoff with jitter "
-                        "(default 5)")
+                   help="retries per request on 429/5xx, read timeouts and dropped connections, exponential "
+                        "backoff with jitter (default 5); a connection that cannot be opened (refused, DNS, connect "
+                        "timeout) is retried once after 0.2 s, then the run stops")
     p.add_argument("--backoff", type=float, default=1.0,
                    help="first backoff in seconds, doubling per retry (default 1)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
@@ -73,7 +82,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="default: reference, *.reference, references, *.references, target")
     fields.add_argument("--question-field", default=None, help="default: question, *.question (vqa rubric)")
     p.add_argument("--limit", type=int, default=None, help="judge only the first N samples")
-    p.add_argument("--dry-run", action="store_true", help="read the inputs and show the first prompt; send nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read the inputs and show the first prompt; send nothing (needs no --base-url)")
     p.add_argument("--n-bootstrap", type=int, default=1000,
                    help="bootstrap resamples for the average's 95%% CI (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -101,21 +111,20 @@ def run(args: argparse.Namespace) -> dict:
     from pfmvg_plugin.judge.cache import RatingCache, default_cache_dir
     from pfmvg_plugin.judge.client import ChatClient, JudgeError
     from pfmvg_plugin.judge.rubrics import get_rubric, load_rubric_file
-    from pfmvg_plugin.judge.run import RATED, elapsed_since, judge_all, summarise, write_outputs
-    from pfmvg_plugin.judge.samples import ReadStats, read_items
+    from pfmvg_plugin.judge.run import RATED, elapsed_since, judge_all, needs_request, summarise, write_outputs
+    from pfmvg_plugin.judge.samples import ReadStats, read_items, select_files
 
     start = time.perf_counter()
     rubric = load_rubric_file(args.rubric_file) if args.rubric_file else get_rubric(args.rubric)
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
-    if not base_url:
-        raise ValueError("no endpoint: give --base-url (e.g. https://api.openai.com/v1 or http://localhost:8000/v1) "
-                         "or set OPENAI_BASE_URL")
     if args.concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
-    stats = ReadStats()
+    files, skipped_files = select_files(args.inputs, rubric.task, force=args.force_rubric)
+    for skipped in skipped_files:
+        print(f"pfmvg judge: note: skipped {skipped['why']}", file=sys.stderr)
+    stats = ReadStats(skipped_files=skipped_files)
     fields = {"id": args.id_field, "prediction": args.prediction_field, "reference": args.reference_field,
               "question": args.question_field}
-    items = read_items(args.inputs, fields, need_question=False, stats=stats)
+    items = read_items(files, fields, need_question=False, stats=stats)
     if args.limit is not None:
         items = items[: max(0, args.limit)]
     if not items:
@@ -129,6 +138,10 @@ def run(args: argparse.Namespace) -> dict:
         return {"items": len(items), "inputs": stats.to_dict(),
                 "first_prompt": rubric.messages(first.prediction, first.reference, first.question)}
 
+    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
+    if not base_url:
+        raise ValueError("no endpoint: give --base-url (e.g. https://api.openai.com/v1 or http://localhost:8000/v1) "
+                         "or set OPENAI_BASE_URL")
     key = os.environ.get(args.api_key_env) or None
     if key is None:
         print(f"pfmvg judge: note: ${args.api_key_env} is not set; sending no Authorization header", file=sys.stderr)
@@ -138,6 +151,8 @@ def run(args: argparse.Namespace) -> dict:
     with ChatClient(base_url, args.model, key, timeout=args.timeout, retries=args.retries, backoff=args.backoff,
                     temperature=temperature, max_tokens=args.max_tokens,
                     extra_body=_extra_body(args.extra_body), max_connections=args.concurrency) as client:
+        if any(needs_request(i, rubric, args.model, cache) for i in items):  # a fully cached rerun works offline
+            client.probe()
         judgements, fatal = judge_all(items, rubric, client, cache, args.concurrency, args.parse_retries)
         summary = {
             "rubric": rubric.name, "rubric_version": rubric.version, "rubric_sha256": rubric.sha256,

@@ -5,15 +5,21 @@ across major versions; one retry policy here covers HTTP errors *and* unparsable
 backoff the caller sets; local servers (vLLM, Ollama, llama.cpp) need no key, which the SDK insists on. httpx is a
 dependency of the SDK, so anyone with ``openai`` installed has it.
 
-Retries: 408, 409, 425, 429 and 5xx answers and connection errors / timeouts are retried with exponential backoff
-and full jitter (``backoff * 2**attempt``, capped), honouring ``Retry-After``. 401/403 (key) and 404 (URL or model)
-stop the whole run with a message saying what to fix; other 4xx fail that one request. The API key only ever goes
-into the ``Authorization`` header: error texts are scrubbed of it before they are raised.
+Before a run, :meth:`ChatClient.probe` makes one cheap request (``GET {base_url}/models``): a refused connection, a
+host name that does not resolve or a connect timeout stops the run at once with one line saying what to check; any
+HTTP answer, even an error, counts as reachable. During the run, 408, 409, 425, 429 and 5xx answers and read
+timeouts / dropped connections are retried with exponential backoff and full jitter (``backoff * 2**attempt``,
+capped), honouring ``Retry-After``; a connection that cannot be opened (refused, DNS, connect timeout: the server is
+gone, which no backoff fixes) gets one retry after :data:`CONNECT_RETRY_DELAY` seconds and then stops the run.
+401/403 (key) and 404 (URL or model) stop the whole run with a message saying what to fix; other 4xx fail that one
+request. The API key only ever goes into the ``Authorization`` header: error texts are scrubbed of it before they are
+raised.
 """
 
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +27,10 @@ from dataclasses import dataclass, field
 RETRY_STATUS = frozenset({408, 409, 425, 429})
 #: Longest single wait between attempts, in seconds (also the cap on ``Retry-After``).
 MAX_BACKOFF = 60.0
+#: Seconds before the one retry of a connection that could not be opened (refused, DNS, connect timeout).
+CONNECT_RETRY_DELAY = 0.2
+#: Longest wait of the probe, in seconds (connect and read).
+PROBE_TIMEOUT = 10.0
 _BODY_CHARS = 300
 
 
@@ -98,7 +108,8 @@ class ChatClient:
         # one pooled connection per worker: the pool waits (pool timeout = ``timeout``) rather than opening more
         pool = max(1, int(max_connections))
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        self.connect_timeout = min(timeout, PROBE_TIMEOUT)
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=self.connect_timeout),
                                     limits=limits)
         self._rng = random.Random()
         self._rng_lock = threading.Lock()
@@ -140,14 +151,23 @@ class ChatClient:
         """
         httpx = self._httpx
         body = self.body(messages)
+        connect_failures = 0
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
                 response = self._client.post(self.url, json=body)
-            except httpx.TransportError as exc:  # connection refused, DNS, timeouts, resets
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError) as exc:  # refused, DNS: server gone
+                connect_failures += 1
+                stop = last or connect_failures > 1
+                self.stats.add(type(exc).__name__, retried=not stop)
+                if stop:
+                    raise JudgeError(self._unreachable(exc)) from None
+                time.sleep(CONNECT_RETRY_DELAY)
+                continue
+            except httpx.TransportError as exc:  # read timeouts, dropped connections: retried with backoff
                 self.stats.add(type(exc).__name__, retried=not last)
                 if last:
-                    raise JudgeError(self._unreachable(exc)) from None
+                    raise JudgeError(self._unreachable(exc, f"after {self.retries} retries")) from None
                 self._sleep(attempt)
                 continue
             code = response.status_code
@@ -180,9 +200,46 @@ class ChatClient:
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         return content if isinstance(content, str) else ""
 
-    def _unreachable(self, exc: Exception) -> str:
-        return self.scrub(
-            f"cannot reach the judge endpoint {self.url} ({type(exc).__name__}: {exc}) after {self.retries} "
-            "retries. Check that the server is running and that --base-url is right (e.g. https://api.openai.com/v1 "
-            "or http://localhost:8000/v1 for a local vLLM/Ollama server), and your network or proxy "
-            "(HTTPS_PROXY).")
+    def probe(self) -> None:
+        """One cheap request (``GET {base_url}/models``) before a run; raises :class:`JudgeError` when no connection
+        can be opened. Any HTTP answer (even 404 or 401) and a slow reply count as reachable."""
+        httpx = self._httpx
+        url = self.url.removesuffix("/chat/completions") + "/models"
+        try:
+            self._client.get(url, timeout=httpx.Timeout(PROBE_TIMEOUT, connect=self.connect_timeout))
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError, httpx.UnsupportedProtocol) as exc:
+            raise JudgeError(self._unreachable(exc)) from None
+        except httpx.TransportError:  # connected, but the reply was slow or odd: the chat requests will tell
+            pass
+
+    def _unreachable(self, exc: Exception, tries: str = "") -> str:
+        return self.scrub(f"cannot reach the judge endpoint {self.url}{' ' + tries if tries else ''}: "
+                          f"{connect_failure(exc, self.connect_timeout)}")
+
+
+def _in_chain(exc: BaseException, kind: type) -> bool:
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def connect_failure(exc: Exception, connect_timeout: float) -> str:
+    """What went wrong opening a connection, and what to check, in one sentence for the user."""
+    name = type(exc).__name__
+    check_url = ("check --base-url (e.g. https://api.openai.com/v1, or http://localhost:8000/v1 for a local "
+                 "vLLM/Ollama server)")
+    if name == "ProxyError":
+        return f"the proxy failed ({exc}); check HTTPS_PROXY / HTTP_PROXY / NO_PROXY"
+    if name == "ConnectTimeout":
+        return (f"no answer to the connection within {connect_timeout:g} s: the host is down, a firewall drops the "
+                f"connection or the port is wrong; {check_url} and your network or proxy (HTTPS_PROXY)")
+    if _in_chain(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+        return (f"connection refused: nothing listens at that host and port. Check that the server is running and "
+                f"listening there, and {check_url}")
+    if _in_chain(exc, socket.gaierror) or "name or service not known" in str(exc).lower():
+        return (f"the host name does not resolve (DNS: {exc}); {check_url} for a typo, and your network or proxy "
+                "(HTTPS_PROXY)")
+    return f"{name}: {exc}. Check that the server is running, {check_url}, and your network or proxy (HTTPS_PROXY)"

@@ -29,13 +29,18 @@ _ANSWER_FORMAT = (
 
 @dataclass(frozen=True)
 class Rubric:
-    """A judging rubric: a system prompt with the scale anchors and a user template with ``{placeholders}``."""
+    """A judging rubric: a system prompt with the scale anchors and a user template with ``{placeholders}``.
+
+    ``task`` is the kind of lmms-eval task whose samples it grades (``report`` or ``vqa``; None: any, as for rubric
+    files): samples of another kind are refused unless the user forces it.
+    """
 
     name: str
     version: str
     system: str
     template: str
     needs_question: bool = False
+    task: str | None = None
 
     @property
     def sha256(self) -> str:
@@ -75,6 +80,7 @@ REPORT = Rubric(
         "Generated report:\n<<<\n{prediction}\n>>>\n\n"
         "Rate the generated report from 1 to 5 against the reference report."
     ),
+    task="report",
 )
 
 VQA = Rubric(
@@ -103,6 +109,7 @@ VQA = Rubric(
         "Rate the model answer from 1 to 5 against the reference answer."
     ),
     needs_question=True,
+    task="vqa",
 )
 
 RUBRICS: dict[str, Rubric] = {r.name: r for r in (REPORT, VQA)}

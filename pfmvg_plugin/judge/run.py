@@ -69,6 +69,13 @@ def judge_item(item: Item, rubric: Rubric, client, cache: RatingCache | None, pa
                      attempts=parse_retries + 1, where=item.where)
 
 
+def needs_request(item: Item, rubric: Rubric, model: str, cache: RatingCache | None) -> bool:
+    """Whether rating ``item`` sends a request: not a generation error and not in the cache."""
+    if is_error_answer(item.prediction):
+        return False
+    return cache is None or cache.get(cache_key(rubric, model, item.prediction, item.reference, item.question)) is None
+
+
 def _clip_reason(text: str, limit: int = 200) -> str:
     return " ".join(text.split())[:limit]
 
@@ -102,7 +109,7 @@ def judge_all(items: Sequence[Item], rubric: Rubric, client, cache: RatingCache 
     """Rate ``items`` with at most ``concurrency`` requests in flight.
 
     Returns the judgements in input order (items not reached after a fatal error are left out) and the fatal error,
-    if any. Cached items cost no request.
+    if any. Cached items cost no request. A fatal error stops the progress bar where it is (the bar is cleared).
     """
     results: list[Judgement | None] = [None] * len(items)
     stop = threading.Event()
@@ -121,19 +128,22 @@ def judge_all(items: Sequence[Item], rubric: Rubric, client, cache: RatingCache 
             for f in futures:
                 f.cancel()
 
+        bar = progress(as_completed(futures), desc=f"judge ({rubric.name})", total=len(futures), unit="sample")
         try:
-            for future in progress(as_completed(futures), desc=f"judge ({rubric.name})", total=len(futures),
-                                   unit="sample"):
+            for future in bar:
                 exc = None if future.cancelled() else future.exception()
                 if exc is None:
                     continue
                 halt()
                 if not isinstance(exc, JudgeError):
                     raise exc
-                fatal = fatal or exc
+                fatal = exc
+                break  # the cancelled rest must not run the bar up to 100 %
         except BaseException:  # Ctrl-C or a bug: do not let the pool work through the whole queue on exit
             halt()
             raise
+        finally:
+            bar.close()  # a tqdm generator: closing it clears the bar
     return [r for r in results if r is not None], fatal
 
 

@@ -14,7 +14,13 @@ question    ``question``, ``*.question``
 ==========  ======================================================================================================
 
 so a plain JSONL with ``id``/``prediction``/``reference`` fields works as it is. Lines without a usable prediction or
-reference are skipped and counted by reason (with their first line numbers), never silently dropped.
+reference are skipped and counted by reason (with their first line numbers), never silently dropped; so are samples
+whose image could not be read at evaluation time (record status ``image_error``: the tasks leave them out of every
+metric, and so does the judge).
+
+:func:`select_files` keeps a rubric to the samples it is meant for: a file whose per-sample records say it comes from
+another kind of task (a grounding run judged with the report rubric would send boxes as reference reports) is an
+error when named, and skipped with a note when found in a directory, unless forced.
 """
 
 from __future__ import annotations
@@ -24,6 +30,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pfmvg_plugin.report.samples import (
+    IMAGE_ERROR,
+    IMAGE_ERROR_SKIP,
+    KIND_LABELS,
+    RECORD_KEYS,
+    file_kind,
+    line_kind,
+    parse_samples_name,
+)
 
 DEFAULT_PATHS: dict[str, tuple[str, ...]] = {
     "id": ("id", "*.id", "doc_id"),
@@ -57,6 +73,7 @@ class ReadStats:
     skipped: Counter = field(default_factory=Counter)
     skipped_at: dict[str, list[str]] = field(default_factory=dict)
     duplicate_ids: int = 0
+    skipped_files: list[dict] = field(default_factory=list)  # files of another task kind (see select_files)
 
     def skip(self, reason: str, where: str) -> None:
         self.skipped[reason] += 1
@@ -66,7 +83,8 @@ class ReadStats:
 
     def to_dict(self) -> dict:
         return {"files": self.files, "lines": self.lines, "items": self.items, "skipped": dict(self.skipped),
-                "skipped_at": self.skipped_at, "duplicate_ids": self.duplicate_ids}
+                "skipped_at": self.skipped_at, "duplicate_ids": self.duplicate_ids,
+                "skipped_files": self.skipped_files}
 
 
 def get_path(obj: object, path: str) -> object:
@@ -146,6 +164,49 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+#: The rubric that fits each kind of samples (None: no judge rubric does).
+RUBRIC_FOR_KIND = {"grounding": None, "vqa": "vqa", "report": "report"}
+#: What the references of each kind are, and what a rubric of that kind takes them for.
+_REFERENCES = {"grounding": "boxes", "vqa": "short answers", "report": "whole reports"}
+_TAKEN_AS = {"vqa": "reference answers", "report": "reference reports"}
+
+
+def mismatch_message(path: Path, kind: str, rubric: str) -> str:
+    """Why ``path`` (samples of ``kind``) does not fit ``--rubric rubric``, and what to do instead."""
+    task = parse_samples_name(path)[1]
+    fits = RUBRIC_FOR_KIND[kind]
+    instead = (f"Judge it with --rubric {fits}, or pass --force-rubric if you really mean --rubric {rubric}" if fits
+               else "Grounding runs are scored by their boxes, not by a judge; pass --force-rubric if you really mean "
+                    "to judge it")
+    return (f"{path}: task {task} is a {KIND_LABELS[kind]} run ({RECORD_KEYS[kind]} records), but --rubric {rubric} "
+            f"grades {KIND_LABELS[rubric]} outputs: the file's references ({_REFERENCES[kind]}) would be sent to the "
+            f"judge as {_TAKEN_AS.get(rubric, 'references')}. {instead}.")
+
+
+def select_files(inputs: Iterable[str | Path], task: str | None, force: bool = False) -> tuple[list[Path], list[dict]]:
+    """``(files to judge, files skipped)`` for a rubric meant for ``task`` samples (None: any).
+
+    A file of another kind (told by its per-sample records) raises ``ValueError`` naming it when it was named, and is
+    skipped (``{"file", "kind", "why"}``) when a directory held it; ``force`` keeps every file. Files with none of our
+    records (plain JSONL) always stay.
+    """
+    keep: list[Path] = []
+    skipped: list[dict] = []
+    refused: list[str] = []
+    for given in map(Path, inputs):
+        for path in expand_inputs([given]):
+            kind = None if force or task is None else file_kind(path)
+            if kind is None or kind == task:
+                keep.append(path)
+            elif given.is_dir():
+                skipped.append({"file": str(path), "kind": kind, "why": mismatch_message(path, kind, task)})
+            else:
+                refused.append(mismatch_message(path, kind, task))
+    if refused or (skipped and not keep):
+        raise ValueError("\n".join(refused or [s["why"] for s in skipped]))
+    return keep, skipped
+
+
 def iter_lines(path: Path, stats: ReadStats) -> Iterator[tuple[str, dict]]:
     """``(file:line, object)`` for every JSON-object line of a JSONL file; other lines are counted as skipped."""
     stats.files.append(str(path))
@@ -180,7 +241,10 @@ def read_items(paths: Iterable[str | Path], fields: dict[str, str | None] | None
             prediction = as_text(first_value(obj, spec["prediction"]))
             reference = as_text(first_value(obj, spec["reference"]), join=True)
             question = as_text(first_value(obj, spec["question"]))
-            if item_id is None:
+            found = line_kind(obj)
+            if found is not None and found[1].get("status") == IMAGE_ERROR:
+                stats.skip(IMAGE_ERROR_SKIP, where)
+            elif item_id is None:
                 stats.skip(f"no id ({' / '.join(spec['id'])})", where)
             elif prediction is None:
                 stats.skip(f"no prediction ({' / '.join(spec['prediction'])})", where)

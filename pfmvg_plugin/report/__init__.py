@@ -1,18 +1,25 @@
 """``pfmvg report``: an HTML page with numbers, charts and box overlays from lmms-eval ``--log_samples`` output.
 
-Numbers come from :func:`pfmvg_plugin.metrics.aggregate` over the per-sample records our lmms-eval tasks log; charts
-need matplotlib (the ``[eval]`` extra), overlays only Pillow.
+Each task gets the page of its kind: grounding (numbers from :func:`pfmvg_plugin.metrics.aggregate`, IoU charts, box
+overlays), VQA and report generation (:mod:`.text`: metric tables, per-question-type accuracy, worst and best
+examples with image thumbnails). Charts need matplotlib (the ``[eval]`` extra), images only Pillow. The names below
+are imported on first use, so :mod:`.samples` (stdlib only) can be imported alone.
 """
 
-from pfmvg_plugin.report.build import TaskReport, build_report, report_task
-from pfmvg_plugin.report.samples import ReadStats, find_sample_files, iter_grounding_samples, results_file_for
+from __future__ import annotations
 
-__all__ = [
-    "ReadStats",
-    "TaskReport",
-    "build_report",
-    "find_sample_files",
-    "iter_grounding_samples",
-    "report_task",
-    "results_file_for",
-]
+import importlib
+
+_WHERE = {
+    "TaskReport": "build", "build_report": "build", "report_task": "build",
+    "ReadStats": "samples", "find_sample_files": "samples", "iter_grounding_samples": "samples",
+    "results_file_for": "samples",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -3,8 +3,11 @@
 lmms-eval 0.7.3 writes ``--output_path D --log_samples`` as ``D[/<subdir>]/<date>_results.json`` and
 ``D[/<subdir>]/<date>_samples_<task>.jsonl`` (``<subdir>`` comes from ``--model_args``; ``<date>`` is
 ``YYYYMMDD_HHMMSS``). Each samples line is one document: ``doc_id``, ``target``, ``filtered_resps``, ``input`` … plus
-the metric keys our ``process_results`` returned. Our grounding record is any top-level value that is a dict with
-``iou`` and ``gt_boxes`` (every metric key holds the same record; one is used).
+the metric keys our ``process_results`` returned. The *kind* of a line is the kind of task that logged it, told by its
+per-sample record (:data:`RECORD_KEYS`): ``grounding_sample`` (or, for older logs, any top-level dict with ``iou`` and
+``gt_boxes``: every metric key holds the same record; one is used), ``vqa_sample`` or ``report_sample``. A record with
+status ``image_error`` (the doc's image could not be read at evaluation time) is left out of every metric by the
+tasks, so the readers here skip it and count it under :data:`IMAGE_ERROR_SKIP`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SAMPLES_GLOB = "*_samples_*.jsonl"
+#: Kind of task -> key of the per-sample record it logs (``SAMPLE_KEY`` of ``pfmvg_plugin.lmms.<kind>_task``).
+RECORD_KEYS = {"grounding": "grounding_sample", "vqa": "vqa_sample", "report": "report_sample"}
+#: Record status of a doc whose image could not be read when it was evaluated (see the module docstring).
+IMAGE_ERROR = "image_error"
+#: Why such a record is skipped.
+IMAGE_ERROR_SKIP = "image_error: no readable image when evaluated (left out of every metric, as the task does)"
+#: How each kind is called in messages.
+KIND_LABELS = {"grounding": "grounding (boxes)", "vqa": "VQA", "report": "report generation"}
 _SAMPLES_NAME = re.compile(r"^(?P<date>.+?)_samples_(?P<task>.+)\.jsonl$")
 
 #: Keys :func:`pfmvg_plugin.metrics.aggregate` needs in every record.
@@ -110,6 +121,29 @@ def find_record(line: dict) -> dict | None:
     return None
 
 
+def line_kind(line: dict) -> tuple[str, dict] | None:
+    """``(kind, record)`` of one samples line (see the module docstring), or None when it holds none of ours."""
+    for kind, key in RECORD_KEYS.items():
+        if isinstance(line.get(key), dict):
+            return kind, line[key]
+    record = find_record(line)
+    return ("grounding", record) if record is not None else None
+
+
+def file_kind(path: str | Path) -> str | None:
+    """The kind of the first line of a samples file that holds one of our records; None when no line does."""
+    with open(path, encoding="utf-8") as f:
+        for text in f:
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            found = line_kind(line) if isinstance(line, dict) else None
+            if found is not None:
+                return found[0]
+    return None
+
+
 def _problem(record: dict) -> str | None:
     missing = [k for k in SCORE_KEYS if k not in record]
     if missing:
@@ -124,12 +158,18 @@ def _problem(record: dict) -> str | None:
     return None
 
 
-def iter_grounding_samples(path: str | Path, stats: ReadStats | None = None) -> Iterator[dict]:
-    """Yield the grounding record of every line of a samples ``.jsonl`` (see the module docstring).
+#: Why a line is skipped when it holds no record of the kind read.
+NO_RECORD = {"grounding": "no grounding record (no dict with iou and gt_boxes)",
+             "vqa": f"no VQA record (no {RECORD_KEYS['vqa']})",
+             "report": f"no report record (no {RECORD_KEYS['report']})"}
 
-    Lines that are not JSON objects, lines without a record and records missing score fields are skipped and counted
-    in ``stats`` by reason. Each yielded dict is a copy of the record plus ``_line`` (1-based line number) and
-    ``_doc_id`` (lmms-eval's ``doc_id``).
+
+def iter_records(path: str | Path, kind: str = "grounding", stats: ReadStats | None = None) -> Iterator[dict]:
+    """Yield the per-sample record of ``kind`` (:data:`RECORD_KEYS`) of every line of a samples ``.jsonl``.
+
+    Lines that are not JSON objects, lines without such a record and grounding records missing score fields are
+    skipped and counted in ``stats`` by reason. Each yielded dict is a copy of the record plus ``_line`` (1-based
+    line number) and ``_doc_id`` (lmms-eval's ``doc_id``).
     """
     stats = stats if stats is not None else ReadStats()
     with open(path, encoding="utf-8") as f:
@@ -145,16 +185,26 @@ def iter_grounding_samples(path: str | Path, stats: ReadStats | None = None) -> 
             if not isinstance(line, dict):
                 stats.skip("not a JSON object", lineno)
                 continue
-            record = find_record(line)
-            if record is None:
-                stats.skip("no grounding record (no dict with iou and gt_boxes)", lineno)
+            record = line.get(RECORD_KEYS[kind])
+            if kind == "grounding" and not isinstance(record, dict):
+                record = find_record(line)
+            if not isinstance(record, dict):
+                stats.skip(NO_RECORD[kind], lineno)
                 continue
-            problem = _problem(record)
+            if record.get("status") == IMAGE_ERROR:
+                stats.skip(IMAGE_ERROR_SKIP, lineno)
+                continue
+            problem = _problem(record) if kind == "grounding" else None
             if problem:
                 stats.skip(problem, lineno)
                 continue
             stats.records += 1
             yield {**record, "_line": lineno, "_doc_id": line.get("doc_id")}
+
+
+def iter_grounding_samples(path: str | Path, stats: ReadStats | None = None) -> Iterator[dict]:
+    """:func:`iter_records` of the grounding records (the first top-level dict with ``iou`` and ``gt_boxes``)."""
+    return iter_records(path, "grounding", stats)
 
 
 def _rel(p: Path, root: Path) -> Path:
