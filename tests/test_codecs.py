@@ -11,11 +11,19 @@ from hypothesis import strategies as st
 
 from pfmvg_plugin.codecs import ParseStatus, available_codecs, get_codec, qwen_smart_resize
 
+pytestmark = pytest.mark.lowest
+
+
 ALL = available_codecs()
 
 
+FAMILY_CODECS = {"internvl", "minicpmv", "deepseekvl2", "paligemma", "florence2", "kosmos2", "cogvlm", "glm4v",
+                 "gemini", "qwen3vl", "shikra", "ferret"}
+
+
 def test_registry_lists_every_convention():
-    assert set(ALL) >= {"minigptv2", "llava", "llava_pad", "qwen2vl", "qwen25vl", "pixel"}
+    assert set(ALL) >= {"minigptv2", "llava", "llava_pad", "qwen2vl", "qwen25vl", "pixel"} | FAMILY_CODECS
+    assert "molmo_point" not in ALL  # points are not boxes (pfmvg_plugin/codecs/points.py)
     with pytest.raises(ValueError, match="unknown box format 'nope'.*minigptv2"):
         get_codec("nope")
 
@@ -106,6 +114,25 @@ def test_minigptv2_accepts_what_models_emit(text):
         ("qwen2vl", "<|box_start|>(10,20),(", ParseStatus.MALFORMED),
         ("qwen25vl", '{"bbox_2d": [1, 2,', ParseStatus.MALFORMED),
         ("pixel", "[10, 10, 10, 50]", ParseStatus.ZERO_AREA),
+        ("internvl", "<ref>effusion</ref><box>[[120, 250, 480", ParseStatus.MALFORMED),
+        ("internvl", "<box>[[1200, 250, 480, 900]]</box>", ParseStatus.OUT_OF_RANGE),
+        ("minicpmv", "<box>120 250 480</box>", ParseStatus.MALFORMED),
+        ("minicpmv", "<box>[[120, 250, 480, 900]]</box>", ParseStatus.MALFORMED),  # InternVL's brackets
+        ("minicpmv", "the box is 120 250 480 900", ParseStatus.NO_BOX),  # bare numbers are not read
+        ("deepseekvl2", "<|ref|>effusion<|/ref|><|det|>[[", ParseStatus.MALFORMED),
+        ("deepseekvl2", "<|det|>[[120, 250, 480, 1100]]<|/det|>", ParseStatus.OUT_OF_RANGE),
+        ("paligemma", "<loc0256><loc0102><loc0768> effusion", ParseStatus.MALFORMED),
+        ("paligemma", "<loc0256><loc0102><loc9999><loc0512> effusion", ParseStatus.OUT_OF_RANGE),
+        ("florence2", "effusion<loc_1><loc_2><loc_3>", ParseStatus.MALFORMED),
+        ("florence2", "effusion<loc_100><loc_100><loc_100><loc_500>", ParseStatus.ZERO_AREA),
+        ("kosmos2", "<phrase>a nodule</phrase><object><patch_index_0044></object>", ParseStatus.MALFORMED),
+        ("kosmos2", "<object><patch_index_0044><patch_index_1024></object>", ParseStatus.OUT_OF_RANGE),
+        ("cogvlm", "the nodule [[120,250,480", ParseStatus.MALFORMED),
+        ("glm4v", "<|begin_of_box|>[120,250,nan,900]<|end_of_box|>", ParseStatus.NON_FINITE),
+        ("gemini", '```json\n[{"box_2d": [250, 120,', ParseStatus.MALFORMED),
+        ("qwen3vl", '[{"bbox_2d": [120, 250, 480, 5000]}]', ParseStatus.OUT_OF_RANGE),
+        ("shikra", "the nodule [0.100,0.300,0.500", ParseStatus.MALFORMED),
+        ("ferret", "the nodule [120, 250, 120, 900]", ParseStatus.ZERO_AREA),
     ],
 )
 def test_decode_failure_reasons(name, text, status):
@@ -179,6 +206,17 @@ ADVERSARIAL = {
     "spaces_after_bracket": "[" + " " * 999_999,
     "qwen_tuples": "(1,2),(" * 142_857,
     "angle_digits": "<" + "1" * 999_999,
+    # the native formats of other families: runs that start a box and never complete it
+    "paligemma_loc_runs": "<loc0001><loc0002><loc0003>x" * 37_038,
+    "florence_loc_runs": "<loc_1><loc_2><loc_3>x" * 45_455,
+    "kosmos_patch_runs": "<object><patch_index_0001>x" * 37_038,
+    "deepseek_det_runs": "<|det|>[[" * 111_112,
+    "gemini_box_2d_runs": '"box_2d": [' * 90_910,
+    "qwen_bbox_2d_runs": '{"bbox_2d": [1, 2, 3, ' * 45_455,
+    "minicpm_box_runs": "<box>1 2 3 " * 90_910,
+    "minicpm_box_spaces": "<box>" + " " * 999_995,
+    "glm_box_runs": "<|begin_of_box|>[1,2," * 47_620,
+    "cogvlm_semicolons": "[[1,2,3;" * 125_000,
 }
 
 

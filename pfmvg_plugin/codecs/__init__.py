@@ -13,13 +13,26 @@ from collections.abc import Callable
 
 from pfmvg_plugin.codecs.base import BoxCodec, DecodeResult, ParseStatus
 from pfmvg_plugin.codecs.formats import (
+    CogVLMCodec,
+    DeepSeekVL2Codec,
+    FerretCodec,
+    Florence2Codec,
+    GeminiCodec,
+    GLM4VCodec,
+    InternVLCodec,
+    Kosmos2Codec,
+    MiniCPMVCodec,
     MiniGPTv2Codec,
     NormalizedCodec,
+    PaliGemmaCodec,
     PixelCodec,
     Qwen2VLCodec,
+    Qwen3VLCodec,
     Qwen25VLCodec,
+    ShikraCodec,
     qwen_smart_resize,
 )
+from pfmvg_plugin.codecs.points import MolmoPointCodec, PointResult, point_hit
 
 _REGISTRY: dict[str, Callable[..., BoxCodec]] = {}
 
@@ -50,13 +63,30 @@ register_codec("llava_pad", lambda **kw: NormalizedCodec(pad_to_square=True, **k
 register_codec("qwen2vl", Qwen2VLCodec)
 register_codec("qwen25vl", Qwen25VLCodec)
 register_codec("pixel", PixelCodec)
+# The native box languages of other MLLM families (each class's docstring names its source).
+register_codec("internvl", InternVLCodec)
+register_codec("minicpmv", MiniCPMVCodec)
+register_codec("deepseekvl2", DeepSeekVL2Codec)
+register_codec("paligemma", PaliGemmaCodec)
+register_codec("florence2", Florence2Codec)
+register_codec("kosmos2", Kosmos2Codec)
+register_codec("cogvlm", CogVLMCodec)
+register_codec("glm4v", GLM4VCodec)
+register_codec("gemini", GeminiCodec)
+register_codec("qwen3vl", Qwen3VLCodec)
+register_codec("shikra", ShikraCodec)
+register_codec("ferret", FerretCodec)
+# Molmo answers with points, not boxes: MolmoPointCodec (codecs/points.py) is deliberately not a box codec.
 
 __all__ = [
     "BoxCodec",
     "DecodeResult",
+    "MolmoPointCodec",
     "ParseStatus",
+    "PointResult",
     "available_codecs",
     "get_codec",
+    "point_hit",
     "qwen_smart_resize",
     "register_codec",
 ]
