@@ -86,11 +86,11 @@ def padded_share(work: Path, grouped: bool, args) -> float:
     """Padding tokens / all tokens over the steps the run takes (the trainer's epoch order, one rank)."""
     from transformers import AutoProcessor
 
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.training.data import TrainingData
 
     cfg = config(work, grouped, args)
-    backbone = get_backbone("llava")
+    backbone = get_family("llava")
     backbone.attach(None, AutoProcessor.from_pretrained(work / "tiny_llava"))
     data = TrainingData(cfg.data, backbone, seed=cfg.train.seed)
     order = data.step_order(0, args.batch)

@@ -19,8 +19,13 @@ log = logging.getLogger(__name__)
 
 #: File name of the record inside an adapter or model directory.
 RECORD_NAME = "pfmvg_training.json"
-#: Version of the schema this module writes (1: the unversioned records of earlier releases).
-SCHEMA_VERSION = 2
+#: Version of the schema this module writes (1: the unversioned records of earlier releases; 3 added
+#: ``box_codec_options`` and ``image_resize: native``).
+SCHEMA_VERSION = 3
+#: How an image becomes model input (:class:`pfmvg_plugin.families.base.ImageTransform`): ``squash`` and ``pad``
+#: resize to the processor's fixed input size ourselves (its own resize and crop are then no-ops); ``native`` hands
+#: the image to the processor as it is (dynamic resolution: the processor picks the input size per image).
+IMAGE_RESIZES = ("squash", "pad", "native")
 
 
 @dataclass
@@ -30,6 +35,7 @@ class TrainingRecord:
 
     convention: str
     box_codec: str | None = None  # None: the convention's own codec
+    box_codec_options: dict | None = None  # the codec's frame (e.g. Qwen2.5-VL's min/max pixels)
     backbone: str | None = None
     image_resize: str = "squash"
     base_model: str | None = None
@@ -37,8 +43,10 @@ class TrainingRecord:
     version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.image_resize not in ("squash", "pad"):
-            raise ValueError(f"image_resize must be 'squash' or 'pad', got {self.image_resize!r}")
+        if self.image_resize not in IMAGE_RESIZES:
+            raise ValueError(f"image_resize must be one of {', '.join(IMAGE_RESIZES)}, got {self.image_resize!r}")
+        if self.box_codec_options is not None and not isinstance(self.box_codec_options, dict):
+            raise ValueError(f"box_codec_options must be a mapping, got {self.box_codec_options!r}")
 
     def to_dict(self) -> dict:
         """The JSON object written to disk (the known fields first, then ``extra``)."""

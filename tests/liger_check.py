@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from pfmvg_plugin.training.backbones import get_backbone
+from pfmvg_plugin.families import get_family
 
 
 def language_model(model, backbone_name: str):
@@ -32,9 +32,9 @@ def is_fused(model) -> bool:
 def check_patch(backbone_name: str, model_dir: str) -> dict:
     from pfmvg_plugin.training.speed import apply_liger_kernels
 
-    backbone = get_backbone(backbone_name)
+    backbone = get_family(backbone_name)
     model, _ = backbone.load(model_dir, torch.float32)
-    other, _ = get_backbone(backbone_name).load(model_dir, torch.float32)
+    other, _ = get_family(backbone_name).load(model_dir, torch.float32)
     patched = apply_liger_kernels(model)
     lm = language_model(model, backbone_name)
     return {"patched": patched,
@@ -49,7 +49,7 @@ def check_numerics(backbone_name: str, model_dir: str, data_dir: str, out_dir: s
     from pfmvg_plugin.training.data import TrainingData
     from pfmvg_plugin.training.toy import toy_config
 
-    backbone = get_backbone(backbone_name)
+    backbone = get_family(backbone_name)
     cfg = toy_config(model_dir, data_dir, out_dir, model={"backbone": backbone_name})
     model, _ = backbone.load(model_dir, torch.float32)
     model.train()  # Liger fuses the loss only in training mode

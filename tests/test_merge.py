@@ -30,11 +30,11 @@ def llava_run(tiny, toy, tmp_path_factory):
 def toy_batch(tiny, toy):
     from transformers import AutoProcessor
 
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.training.config import DataConfig, DatasetSpec
     from pfmvg_plugin.training.data import TrainingData
 
-    backbone = get_backbone("llava")
+    backbone = get_family("llava")
     backbone.attach(None, AutoProcessor.from_pretrained(tiny))
     data = TrainingData(DataConfig(datasets=[DatasetSpec(path=str(toy))]), backbone, seed=0)
     batch = backbone.collate([data.example(0, i, 0, i) for i in range(3)])

@@ -49,11 +49,11 @@ def bare(tiny_mgpt, toy, tmp_path_factory):
 
 
 def test_example_layout_loss_on_answer_only(tiny_mgpt):
+    from pfmvg_plugin.families import available_families, get_family
     from pfmvg_plugin.models.minigptv2 import MiniGPTv2Processor
-    from pfmvg_plugin.training.backbones import available_backbones, get_backbone
 
-    assert "minigptv2" in available_backbones()
-    backbone = get_backbone("minigptv2")
+    assert "minigptv2" in available_families()
+    backbone = get_family("minigptv2")
     backbone.attach(None, MiniGPTv2Processor.from_pretrained(tiny_mgpt))
     assert backbone.prompt_convention == "minigptv2"
     transform = backbone.image_transform("squash")

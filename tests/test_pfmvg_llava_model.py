@@ -15,9 +15,10 @@ pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from pfmvg_plugin.families import family_for_checkpoint  # noqa: E402
 from pfmvg_plugin.lmms import state  # noqa: E402
 from pfmvg_plugin.lmms.answers import GENERATION_ERROR_MARKER, error_answer  # noqa: E402
-from pfmvg_plugin.lmms.llava_model import PfmvgLlava, checkpoint_convention  # noqa: E402
+from pfmvg_plugin.lmms.llava_model import PfmvgLlava  # noqa: E402
 from pfmvg_plugin.models.tiny_llava import build_tiny_llava  # noqa: E402
 from pfmvg_plugin.prompts import build_prompt  # noqa: E402
 
@@ -89,11 +90,13 @@ def make_model(tiny_dir, docs, **kwargs):
     return model
 
 
-def reference_answers(hf_model, processor, prompt_fn, docs, max_new_tokens=8):
-    """One-at-a-time greedy answers straight from ``generate``: the oracle for every path of the model class."""
+def reference_answers(hf_model, processor, prompt_fn, docs, max_new_tokens=8, image_fn=None):
+    """One-at-a-time greedy answers straight from ``generate``: the oracle for every path of the model class.
+    ``image_fn``: the family's image function (the model class shows every image through it)."""
     answers = []
     for i, doc in enumerate(docs):
-        enc = processor(text=prompt_fn(context(doc, i), 1), images=[doc["image"]], return_tensors="pt")
+        image = image_fn(doc["image"].convert("RGB")) if image_fn else doc["image"]
+        enc = processor(text=prompt_fn(context(doc, i), 1), images=[image], return_tensors="pt")
         with torch.inference_mode():
             out = hf_model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
         answers.append(processor.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
@@ -103,7 +106,8 @@ def reference_answers(hf_model, processor, prompt_fn, docs, max_new_tokens=8):
 @pytest.fixture(scope="module")
 def base_answers(tiny_dir, docs):
     model = make_model(tiny_dir, docs)
-    return reference_answers(model.model, model.processor, model.build_prompt, docs)
+    assert model.image_fn is not None and model.image_fn.mode == "squash"  # the llava family's image function
+    return reference_answers(model.model, model.processor, model.build_prompt, docs, image_fn=model.image_fn)
 
 
 def test_instance_layout_matches_lmms_eval():
@@ -253,7 +257,7 @@ def test_adapter_reproduces_peft_model(tiny_dir, docs, base_answers, adapter_dir
     peft_model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_dir), adapter_dir).eval()
     ours = make_model(tiny_dir, docs, adapter=str(adapter_dir), merge_adapter=str(merge).lower(), batch_size=4)
     assert isinstance(ours.model, PeftModel) != merge
-    expected = reference_answers(peft_model, ours.processor, ours.build_prompt, docs)
+    expected = reference_answers(peft_model, ours.processor, ours.build_prompt, docs, image_fn=ours.image_fn)
     assert ours.generate_until(make_requests(docs)) == expected
     assert expected != base_answers
 
@@ -294,12 +298,13 @@ def test_box_format_sets_the_model_convention(tiny_dir, kwargs, expected):
 
 
 @pytest.mark.parametrize(("model_type", "expected"),
-                         [("qwen2_vl", "qwen2vl"), ("qwen2_5_vl", "qwen25vl"), ("llava", None), (None, None)])
-def test_qwen_checkpoints_default_to_their_own_convention(tmp_path, model_type, expected):
+                         [("qwen2_vl", "qwen2vl"), ("qwen2_5_vl", "qwen25vl"), ("llava", "llava"),
+                          ("pfmvg_minigptv2", "minigptv2"), ("gpt2", None), (None, None)])
+def test_checkpoints_are_recognised_by_their_family(tmp_path, model_type, expected):
     if model_type:
         (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
-    assert checkpoint_convention(tmp_path) == expected
-    assert checkpoint_convention("Qwen/Qwen2-VL-2B-Instruct") is None  # a hub id: nothing local to read
+    assert family_for_checkpoint(tmp_path) == expected
+    assert family_for_checkpoint("Qwen/Qwen2-VL-2B-Instruct") is None  # a hub id: nothing local to read
 
 
 def test_argument_errors_are_clear(tiny_dir):

@@ -21,9 +21,9 @@ pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from pfmvg_plugin.families.llava import LlavaFamily  # noqa: E402
 from pfmvg_plugin.lmms.llava_model import PfmvgLlava  # noqa: E402
 from pfmvg_plugin.models.tiny_llava import build_tiny_llava  # noqa: E402
-from pfmvg_plugin.training.llava import LlavaBackbone  # noqa: E402
 
 SIDE = 64  # the tiny tower's input; the release has 336
 #: llava-hf/llava-1.5-7b-hf preprocessor_config.json (CLIP-336), the side scaled to SIDE.
@@ -88,7 +88,7 @@ def _train_pixels(model_dir, image: Image.Image, image_resize: str) -> torch.Ten
     """What the recipe's data pipeline feeds for the same image (``TrainingData._load_image`` then the backbone)."""
     from transformers import AutoProcessor
 
-    backbone = LlavaBackbone()
+    backbone = LlavaFamily()
     backbone.attach(None, AutoProcessor.from_pretrained(model_dir))
     return backbone.encode_image(backbone.image_transform(image_resize)(image))
 

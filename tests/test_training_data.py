@@ -11,9 +11,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pfmvg_plugin.codecs import get_codec
+from pfmvg_plugin.families.base import IGNORE_INDEX, ImageTransform
 from pfmvg_plugin.geometry import hflip_box
 from pfmvg_plugin.prompts import get_prompts
-from pfmvg_plugin.training.backbones import IGNORE_INDEX, ImageTransform
 from pfmvg_plugin.training.config import ConfigError, DataConfig, DatasetSpec
 from pfmvg_plugin.training.data import BadRecordError, StepSampler, TrainingData, group_by_length, swap_sides
 from pfmvg_plugin.training.toy import ensure_tiny_llava, write_toy_grounding, write_toy_text
@@ -23,10 +23,10 @@ from pfmvg_plugin.training.toy import ensure_tiny_llava, write_toy_grounding, wr
 def backbone(tmp_path_factory):
     from transformers import AutoProcessor
 
-    from pfmvg_plugin.training.llava import LlavaBackbone
+    from pfmvg_plugin.families.llava import LlavaFamily
 
     model_dir = ensure_tiny_llava(tmp_path_factory.getbasetemp() / "tiny_llava")
-    bb = LlavaBackbone()
+    bb = LlavaFamily()
     bb.attach(None, AutoProcessor.from_pretrained(model_dir))
     return bb
 

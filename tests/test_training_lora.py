@@ -36,11 +36,11 @@ def test_lora_hits_the_language_model_only(tiny, toy, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.training.model import build_peft_model
 
     cfg = toy_config(tiny, toy, tmp_path, lora={"target_modules": ["q_proj", "v_proj"]})
-    model, processor = build_peft_model(cfg, get_backbone("llava"), str(tiny), torch.float32)
+    model, processor = build_peft_model(cfg, get_family("llava"), str(tiny), torch.float32)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     lora = [n for n in trainable if "lora_" in n]
     assert lora and all(".language_model." in n for n in lora)
@@ -56,12 +56,12 @@ def test_lora_hits_the_language_model_only(tiny, toy, tmp_path):
 
 def initial_trainable(cfg, tiny) -> dict:
     """The trainable tensors a run starts from (the trainer seeds before building the model, as here)."""
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.training.model import build_peft_model
     from pfmvg_plugin.training.trainer import _seed_everything
 
     _seed_everything(cfg.train.seed)
-    model, _ = build_peft_model(cfg, get_backbone("llava"), str(tiny), torch.float32)
+    model, _ = build_peft_model(cfg, get_family("llava"), str(tiny), torch.float32)
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
@@ -111,10 +111,10 @@ def test_saved_adapter_reloads_and_reproduces_the_trained_logits(tiny, toy, tmp_
 
     trained = res.engine.module.eval()
     reloaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny), adapter).eval()
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.training.data import TrainingData
 
-    backbone = get_backbone("llava")
+    backbone = get_family("llava")
     backbone.attach(None, AutoProcessor.from_pretrained(tiny))
     data = TrainingData(res_cfg_data(toy), backbone, seed=0)
     batch = backbone.collate([data.example(0, i, 0, i) for i in range(3)])
@@ -147,14 +147,14 @@ def test_unmatched_lora_targets_are_a_clear_error(tiny, toy, tmp_path):
 
 
 def test_stage_two_starts_from_the_stage_one_adapter(tiny, toy, tmp_path):
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.training.model import build_peft_model
 
     captions = write_toy_text(tmp_path / "captions", task="report", n=8)
     stage1 = run(toy_config(tiny, captions, tmp_path / "stage1", lora={"r": 2, "alpha": 4},
                             data={"datasets": [{"path": str(captions), "task": "caption"}]}))
     cfg2 = toy_config(tiny, toy, tmp_path / "stage2", lora={"init_adapter": str(stage1.adapter_dir)})
-    model, _ = build_peft_model(cfg2, get_backbone("llava"), str(tiny), torch.float32)
+    model, _ = build_peft_model(cfg2, get_family("llava"), str(tiny), torch.float32)
     saved = load_file(stage1.adapter_dir / "adapter_model.safetensors")
     params = {n.replace(".default", ""): p for n, p in model.named_parameters() if p.requires_grad}
     assert set(saved) <= {n.replace("modules_to_save.", "") for n in params}
@@ -171,14 +171,14 @@ def test_pfmvg_llava_loads_the_adapter_and_prompts_like_training(tiny, toy, tmp_
     pytest.importorskip("lmms_eval")
     from transformers import AutoProcessor
 
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.lmms.llava_model import PfmvgLlava
     from pfmvg_plugin.prompts import build_prompt
-    from pfmvg_plugin.training.backbones import get_backbone
     from pfmvg_plugin.training.data import TrainingData
 
     res = run(toy_config(tiny, toy, tmp_path, train={"max_steps": 2}))
     evaluator = PfmvgLlava(pretrained=str(tiny), adapter=str(res.adapter_dir), dtype="float32", device="cpu")
-    backbone = get_backbone("llava")
+    backbone = get_family("llava")
     backbone.attach(None, AutoProcessor.from_pretrained(tiny))
     instruction = build_prompt("refer", "llava", phrase="left pleural effusion")
     assert evaluator.build_prompt(instruction, 1) == backbone.prompt_and_answer(instruction, "[0.1, 0.2, 0.3, 0.4]")[0]

@@ -19,7 +19,18 @@ def test_an_unversioned_record_of_an_earlier_release_loads(tmp_path):
     record = TrainingRecord.read(tmp_path)
     assert record.version == 1 and record.backbone == "llava" and record.image_resize == "pad"
     assert record.extra["global_step"] == 600 and record.extra["zero_stage"] == 2
-    assert read_training_meta(tmp_path) == {**VERSION_1, "version": 1}
+    assert read_training_meta(tmp_path) == {**VERSION_1, "version": 1, "box_codec_options": None}
+
+
+def test_the_codec_frame_and_native_resize_round_trip(tmp_path):
+    """Version 3: a dynamic-resolution model's codec frame (Qwen2.5-VL's pixel budget) travels with the record."""
+    frame = {"min_pixels": 3136, "max_pixels": 12544, "factor": 28}
+    TrainingRecord(convention="qwen25vl", box_codec="qwen25vl", box_codec_options=frame, backbone="qwen25vl",
+                   image_resize="native").write(tmp_path)
+    meta = read_training_meta(tmp_path)
+    assert meta["box_codec_options"] == frame and meta["image_resize"] == "native" and meta["version"] == 3
+    with pytest.raises(ValueError, match="box_codec_options"):
+        TrainingRecord(convention="llava", box_codec_options=[1, 2])
 
 
 def test_round_trip_writes_the_version(tmp_path):

@@ -19,9 +19,9 @@ from helpers_training import run
 
 from pfmvg_plugin.data import synth
 from pfmvg_plugin.data.store import PreparedDataset
+from pfmvg_plugin.families.base import IGNORE_INDEX
 from pfmvg_plugin.metrics.vqa import closed_correct, open_exact, score_vqa, token_recall
 from pfmvg_plugin.prompts import build_prompt, get_prompts
-from pfmvg_plugin.training.backbones import IGNORE_INDEX
 from pfmvg_plugin.training.config import DataConfig, DatasetSpec, load_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning", "ignore::DeprecationWarning")
@@ -46,9 +46,9 @@ def data(tmp_path_factory):
 def backbone(tiny):
     from transformers import AutoProcessor
 
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
 
-    b = get_backbone("llava")
+    b = get_family("llava")
     b.attach(None, AutoProcessor.from_pretrained(tiny))
     return b
 

@@ -29,13 +29,13 @@ def vision_config(toy, out, steps=3, **train):
 def test_dense_targets_match_torchvision_overlaps(tiny, tmp_path):
     from transformers import AutoProcessor
 
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.training.config import DataConfig, DatasetSpec
     from pfmvg_plugin.training.data import TrainingData
     from pfmvg_plugin.training.vision_pretrain import dense_targets
 
     toy = write_toy_grounding(tmp_path / "toy", n=9)
-    backbone = get_backbone("llava")
+    backbone = get_family("llava")
     backbone.attach(None, AutoProcessor.from_pretrained(tiny))
     data = TrainingData(DataConfig(datasets=[DatasetSpec(path=str(toy))]), backbone, seed=0)
     grid = 4

@@ -128,6 +128,10 @@ class BoxCodec(ABC):
         """A sentence telling a model (or a person) how boxes are written in this format."""
         return ""
 
+    def options(self) -> dict:
+        """Constructor arguments that rebuild this codec with ``get_codec(self.name, **options)`` (its frame)."""
+        return {}
+
     # ---- the public API ---------------------------------------------------------------------------------------
     def encode(self, boxes: Box | Sequence[Box], size: Size, label: str | None = None) -> str:
         """Write one box or several pixel boxes as text for an image of ``size = (width, height)``."""

@@ -215,6 +215,9 @@ class Qwen25VLCodec(BoxCodec):
     def __init__(self, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280, factor: int = 28) -> None:
         self.min_pixels, self.max_pixels, self.factor = min_pixels, max_pixels, factor
 
+    def options(self) -> dict:
+        return {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels, "factor": self.factor}
+
     def input_size(self, size: Size) -> Size:
         """(width, height) of the model input for an original image of ``size``."""
         h, w = qwen_smart_resize(size[1], size[0], self.factor, self.min_pixels, self.max_pixels)

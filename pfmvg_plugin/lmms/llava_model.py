@@ -20,9 +20,11 @@ What it adds over lmms-eval's built-in ``llava_hf``:
 - ``box_format`` (alias ``convention``) tells our tasks which prompt convention and box codec this model speaks
   (:func:`pfmvg_plugin.lmms.state.set_model_convention`);
 - weights are loaded from safetensors only unless ``use_safetensors=false`` (pickle files can run code on load);
-- a model our recipe trained (its ``pfmvg_training.json``) sees its images through the recipe's own image function:
-  squashed or padded to the processor's final input, so a centre-cropping processor (LLaVA-1.5's CLIP-336) cannot
-  show it pixels other than the ones it was trained on.
+- the checkpoint's model family (:mod:`pfmvg_plugin.families`, from the training record or ``config.json``) decides
+  the image function, exactly the one training uses: squashed or padded to the processor's final input (so a
+  centre-cropping processor such as LLaVA-1.5's CLIP-336 cannot cut the box off), or, for Qwen2-VL / Qwen2.5-VL, the
+  processor's own dynamic resolution; and the box frame answers are decoded in (Qwen2.5-VL: pixels of this
+  processor's ``smart_resize``-d input).
 
 Request layout (lmms-eval 0.7.3, ``api/task.py`` ``construct_requests`` for ``output_type: generate_until``):
 ``Instance.args == (ctx, gen_kwargs, doc_to_visual, doc_id, task, split)``; the document is
@@ -46,6 +48,7 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm.auto import tqdm
 
+from pfmvg_plugin.families import family_for_checkpoint, family_for_model_type, get_family
 from pfmvg_plugin.lmms import state
 from pfmvg_plugin.lmms.answers import GENERATION_ERROR_MARKER, error_answer
 from pfmvg_plugin.prompts import CONVENTIONS
@@ -63,21 +66,6 @@ _SAMPLING_ONLY = ("temperature", "top_p", "top_k")
 _VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
-
-
-#: Checkpoints whose own grounding format we know: config.json ``model_type`` -> prompt convention.
-MODEL_TYPE_CONVENTIONS = {"qwen2_vl": "qwen2vl", "qwen2_5_vl": "qwen25vl"}
-
-
-def checkpoint_convention(pretrained: str | os.PathLike) -> str | None:
-    """The prompt convention a local checkpoint speaks natively (Qwen2-VL, Qwen2.5-VL), from its ``config.json``;
-    None for other model types, hub ids and unreadable configs."""
-    path = Path(pretrained) / "config.json"
-    try:
-        model_type = json.loads(path.read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return MODEL_TYPE_CONVENTIONS.get(model_type)
 
 
 def _as_bool(value: Any, name: str, model_id: str) -> bool:
@@ -114,17 +102,6 @@ def check_safetensors(path: str | Path, what: str, weight_names: Sequence[str] =
             "arbitrary code when loaded. Convert them to safetensors (e.g. `model.save_pretrained(dir, "
             "safe_serialization=True)`), or pass use_safetensors=false in --model_args if you trust the files."
         )
-
-
-def training_image_transform(processor, image_resize: str):
-    """The image function our recipe trained with (:meth:`LlavaBackbone.image_transform`): the image is resized to the
-    processor's final input (squashed or padded to a square with the mean colour), so the processor's own resize and
-    centre crop are no-ops and evaluation feeds the pixels training fed."""
-    from pfmvg_plugin.training.llava import LlavaBackbone
-
-    backbone = LlavaBackbone()
-    backbone.attach(None, processor)
-    return backbone.image_transform(image_resize)
 
 
 def _to_images(visuals: Any, model_id: str) -> list:
@@ -218,20 +195,23 @@ class PfmvgLlava(lmms):
             raise ValueError(f"{self.model_id}: pretrained=DIR is required")
         if box_format and convention and box_format != convention:
             raise ValueError(f"{self.model_id}: box_format={box_format!r} and convention={convention!r} disagree")
-        # Our recipe's adapters, full fine-tunes and merged models say how they were trained.
+        # Our recipe's adapters, full fine-tunes and merged models say how they were trained; other checkpoints are
+        # recognised by their config.json model_type.
         trained = read_training_meta(adapter, self.model_id) or read_training_meta(pretrained, self.model_id)
-        self.convention = str(box_format or convention or trained.get("convention")
-                              or checkpoint_convention(pretrained) or state.DEFAULT_CONVENTION)
-        if self.convention not in CONVENTIONS:
+        self._trained = trained
+        family_name = trained.get("backbone") or family_for_checkpoint(pretrained)
+        self.family = get_family(family_name) if family_name else None  # a hub id: known once the model is loaded
+        explicit = box_format or convention or trained.get("convention")
+        if explicit and explicit not in CONVENTIONS:
             raise ValueError(
-                f"{self.model_id}: unknown box_format {self.convention!r}; choose one of {', '.join(CONVENTIONS)}"
+                f"{self.model_id}: unknown box_format {explicit!r}; choose one of {', '.join(CONVENTIONS)}"
             )
-        # An adapter trained by our recipe says how its images were resized and which codec its answers use.
-        self.image_resize = str(trained.get("image_resize") or "squash")
-        self._trained_by_recipe = bool(trained.get("image_resize"))
-        self._image_fn = None  # the training image transform, set in _load for models our recipe trained
-        same_format = trained.get("convention") == self.convention
-        state.set_model_convention(self.convention, trained.get("box_codec") if same_format else None)
+        self._explicit_convention = explicit
+        self.convention = str(explicit or (self.family.prompt_convention if self.family else state.DEFAULT_CONVENTION))
+        # How training showed the images (None: the family's default), and so the frame of the answers.
+        self.image_resize = trained.get("image_resize")
+        self.image_fn = None  # the family's image function, set in _load once the processor is known
+        state.set_model_convention(self.convention)
 
         self.pretrained = str(pretrained)
         self.adapter = str(adapter) if adapter else None
@@ -329,14 +309,40 @@ class PfmvgLlava(lmms):
         self._tokenizer = tokenizer
         image_token = getattr(self.processor, "image_token", None)
         self.image_token = image_token if isinstance(image_token, str) else IMAGE_TOKEN
-        if self._trained_by_recipe:
-            self._image_fn = training_image_transform(self.processor, self.image_resize)
+        self._set_frame()
         logger.info(
             f"{self.model_id}: {self.pretrained}" + (f" + adapter {self.adapter}" if self.adapter else "")
             + (" (merged)" if self.adapter and self.merge_adapter else "")
             + f" on {self._device}, dtype {self.model.dtype}, batch {self.batch_size_per_gpu}, "
             f"box_format {self.convention}"
         )
+
+    def _set_frame(self) -> None:
+        """The family's image function and the codec (with its frame) answers are decoded with."""
+        trained = self._trained
+        if self.family is None:
+            family_name = family_for_model_type(getattr(self._config, "model_type", None))
+            self.family = get_family(family_name) if family_name else None
+            if self.family is not None and not self._explicit_convention:
+                self.convention = self.family.prompt_convention
+        codec, options = None, None
+        if trained.get("convention") == self.convention and trained.get("box_codec"):
+            codec, options = trained["box_codec"], trained.get("box_codec_options")
+        if self.family is not None:
+            self.family.attach(None, self.processor)
+            transform = self.family.image_transform(self.image_resize)
+            self.image_resize = transform.mode
+            if transform.mode != "native":
+                self.image_fn = transform
+            if codec is None:
+                try:
+                    family_codec = self.family.codec(self.convention, transform)
+                except ValueError:  # a box_format the training frame cannot express: the format's own codec
+                    family_codec = None
+                if family_codec is not None:
+                    codec = "llava_pad" if getattr(family_codec, "pad_to_square", False) else family_codec.name
+                    options = family_codec.options()
+        state.set_model_convention(self.convention, codec, options)
 
     # ---- what lmms-eval reads ----------------------------------------------------------------------------------
     @property
@@ -393,8 +399,8 @@ class PfmvgLlava(lmms):
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
         visuals = doc_to_visual(self.task_dict[task][split][doc_id]) if doc_to_visual is not None else None
         images = _to_images(visuals, self.model_id)
-        if self._image_fn is not None:
-            images = [self._image_fn(image.convert("RGB")) for image in images]
+        if self.image_fn is not None:
+            images = [self.image_fn(image.convert("RGB")) for image in images]
         return self.build_prompt(context, len(images)), images, gen_kwargs
 
     def _generation_settings(self, gen_kwargs: dict | None) -> tuple[dict, list[str]]:

@@ -54,7 +54,6 @@ class PfmvgMiniGPTv2(PfmvgLlava):
             box_format = trained.get("convention") or DEFAULT_CONVENTION
         super().__init__(pretrained=pretrained, adapter=adapter, box_format=box_format, convention=convention,
                          **kwargs)
-        self.image_resize = "squash"  # MiniGPT-v2 squashes; the image processor resizes
 
     def _load(self, dtype: str, attn_implementation: str | None) -> None:
         from pfmvg_plugin.models.minigptv2.modeling import MiniGPTv2ForConditionalGeneration
@@ -90,6 +89,7 @@ class PfmvgMiniGPTv2(PfmvgLlava):
         self.processor = MiniGPTv2Processor.from_pretrained(self.pretrained)
         self._tokenizer = self.processor.tokenizer
         self.image_token = self.processor.image_placeholder
+        self._set_frame()  # the minigptv2 family's 448 x 448 squash and codec
         logger.info(
             f"{self.model_id}: {self.pretrained}" + (f" + adapter {self.adapter}" if self.adapter else "")
             + (" (merged)" if self.adapter and self.merge_adapter else "")

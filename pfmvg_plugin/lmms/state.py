@@ -29,6 +29,7 @@ TASK_KEY = "pfmvg_task"
 
 _model_convention: str | None = None
 _model_codec: str | None = None
+_model_codec_options: dict = {}
 _prompt_conventions: dict[str, str] = {}  # task key -> the convention its prompts were written in
 _frames: dict[str, str] = {}  # task key -> the image frame its images were shown in (FRAMES)
 
@@ -38,18 +39,22 @@ _frames: dict[str, str] = {}  # task key -> the image frame its images were show
 FRAMES = ("original", "pad")
 
 
-def set_model_convention(convention: str | None, codec: str | None = None) -> None:
+def set_model_convention(convention: str | None, codec: str | None = None,
+                         codec_options: Mapping | None = None) -> None:
     """Called by our lmms-eval model classes with the convention their ``box_format`` argument selects.
 
     ``codec`` names the box codec the model was trained to answer in when it differs from the convention's default
-    (e.g. ``llava_pad`` after training on padded images); answers to prompts in that convention are decoded with it.
+    (e.g. ``llava_pad`` after training on padded images); answers to prompts in that convention are decoded with it,
+    built with ``codec_options`` (its frame: e.g. the min/max pixels of a Qwen2.5-VL processor).
     """
-    global _model_convention, _model_codec
+    global _model_convention, _model_codec, _model_codec_options
     if convention is not None and convention not in CONVENTIONS:
         raise ValueError(f"unknown prompt convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
     if codec is not None and codec not in available_codecs():
         raise ValueError(f"unknown box codec {codec!r}; choose one of {', '.join(available_codecs())}")
-    _model_convention, _model_codec = convention, codec
+    if codec is not None:
+        get_codec(codec, **dict(codec_options or {}))  # fail here, not at scoring, on options the codec rejects
+    _model_convention, _model_codec, _model_codec_options = convention, codec, dict(codec_options or {})
 
 
 def model_convention() -> str | None:
@@ -101,7 +106,7 @@ def answer_codec(convention: str | None = None, task: Mapping | str | None = Non
     """The codec answers to prompts in ``convention`` (default: the one ``task``'s prompts used) are decoded with."""
     convention = convention or prompt_convention(task)
     if _model_codec is not None and convention == _model_convention:
-        return get_codec(_model_codec)
+        return get_codec(_model_codec, **_model_codec_options)
     if frame(task) == "pad" and convention == prompt_convention(task):
         return get_codec("llava_pad")
     return convention_codec(convention)
@@ -109,7 +114,8 @@ def answer_codec(convention: str | None = None, task: Mapping | str | None = Non
 
 def reset() -> None:
     """Forget everything (tests)."""
-    global _model_convention, _model_codec
+    global _model_convention, _model_codec, _model_codec_options
     _model_convention = _model_codec = None
+    _model_codec_options = {}
     _prompt_conventions.clear()
     _frames.clear()

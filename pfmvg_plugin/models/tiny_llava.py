@@ -141,7 +141,10 @@ def default_corpus(seed: int = 0, n_boxes: int = 400) -> list[str]:
     return texts
 
 
-def _train_tokenizer(corpus: Iterable[str], vocab_size: int):
+def train_tokenizer(corpus: Iterable[str], vocab_size: int, special_tokens: Iterable[str] = SPECIAL_TOKENS,
+                    bos: str | None = BOS):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``corpus``, numbers kept whole; ``special_tokens`` get the
+    first ids in order; ``bos`` (if any) is put in front of every encoded text."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -155,15 +158,15 @@ def _train_tokenizer(corpus: Iterable[str], vocab_size: int):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=2,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
-    bos_id = tok.token_to_id(BOS)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
-    )
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
     return tok
 
 
@@ -247,7 +250,7 @@ def build_tiny_llava(
     out.mkdir(parents=True, exist_ok=True)
 
     texts = list(default_corpus(seed) if corpus is None else corpus)
-    backend = _train_tokenizer(texts, vocab_size)
+    backend = train_tokenizer(texts, vocab_size)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,

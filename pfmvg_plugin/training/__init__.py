@@ -1,10 +1,9 @@
-"""Fine-tuning recipes: PEFT (LoRA / DoRA / QLoRA) on LLaVA-family backbones under DeepSpeed ZeRO or plain torch.
+"""Fine-tuning recipes: PEFT (LoRA / DoRA / QLoRA) on the model families of :mod:`pfmvg_plugin.families`, under
+DeepSpeed ZeRO or plain torch.
 
 Modules (torch is imported only by the ones that need it; :mod:`.config` is light):
 
 - :mod:`.config` — the YAML schema, validation that names the bad key, ``key=value`` overrides
-- :mod:`.backbones` — the :class:`~.backbones.Backbone` interface, box-consistent :class:`~.backbones.ImageTransform`,
-  the registry; :mod:`.llava` — the LLaVA-family backbone
 - :mod:`.model` — PEFT wiring (language-model-only LoRA regex, projector saved with the adapter, frozen vision tower)
 - :mod:`.data` — mixtures of prepared datasets, prompts and targets through the scoring codecs, resumable order
 - :mod:`.engine` — bare-torch and DeepSpeed engines, DeepSpeed config resolution

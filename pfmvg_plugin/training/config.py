@@ -3,8 +3,8 @@
 Example (``recipes/configs/llava_mscxr.yaml``)::
 
     model:
-      backbone: llava                      # registry name (pfmvg_plugin.training.backbones)
-      path: llava-hf/llava-1.5-7b-hf       # a checkpoint directory or hub id; "tiny-llava" builds a tiny one
+      backbone: llava                      # model family (pfmvg_plugin.families)
+      path: llava-hf/llava-1.5-7b-hf       # a checkpoint directory or hub id; "tiny" builds a tiny one
     lora:
       r: 16
       alpha: 32
@@ -12,7 +12,7 @@ Example (``recipes/configs/llava_mscxr.yaml``)::
     data:
       datasets:
         - {path: mscxr, split: train, ratio: 1.0, task: refer}
-      image_resize: squash                 # or pad (LLaVA expand2square; needs the llava_pad box codec)
+      image_resize: squash                 # or pad (LLaVA expand2square: llava_pad codec), native (Qwen2-VL)
     train:
       output_dir: runs/llava_mscxr
       epochs: 3
@@ -49,11 +49,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    #: Backbone registry name (``llava``; ``minigptv2`` plugs in later).
+    #: Model family (:func:`pfmvg_plugin.families.available_families`: ``llava``, ``minigptv2``, ``qwen2vl``,
+    #: ``qwen25vl``).
     backbone: str = "llava"
-    #: Checkpoint directory or hub id; ``tiny-llava`` builds the tiny offline LLaVA into ``<output_dir>/base_model``.
+    #: Checkpoint directory or hub id; ``tiny`` (or ``tiny-<family>``) builds the family's tiny offline model into
+    #: ``<output_dir>/base_model``.
     path: str = ""
-    #: Arguments of :func:`pfmvg_plugin.models.tiny_llava.build_tiny_llava` when ``path: tiny-llava``.
+    #: Arguments of the family's tiny builder (:meth:`pfmvg_plugin.families.base.Family.build_tiny`).
     tiny: dict = field(default_factory=dict)
     #: QLoRA: load the base model in 4 bit (bitsandbytes, CUDA only).
     load_in_4bit: bool = False
@@ -107,9 +109,10 @@ class DataConfig:
     datasets: list[DatasetSpec] = field(default_factory=list)
     #: Prompt convention (and so box codec); null: the backbone's own (``llava`` / ``minigptv2``).
     convention: str | None = None
-    #: ``squash`` (plain resize to the model input, boxes normalised to the original image) or ``pad``
-    #: (LLaVA's expand2square then resize; targets use the ``llava_pad`` codec).
-    image_resize: Literal["squash", "pad"] = "squash"
+    #: ``squash`` (plain resize to the model input, boxes normalised to the original image), ``pad`` (LLaVA's
+    #: expand2square then resize; targets use the ``llava_pad`` codec) or ``native`` (the processor's own dynamic
+    #: resolution: Qwen2-VL / Qwen2.5-VL); null: the family's default.
+    image_resize: Literal["squash", "pad", "native"] | None = None
     #: Probability of a horizontal flip. Off by default: a flip swaps the patient's left and right. When on, the
     #: box is mirrored and left/right words in the phrase are swapped.
     hflip: float = 0.0
@@ -296,7 +299,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 # ---- semantic checks --------------------------------------------------------------------------------------------
 def _check(cfg: Config) -> None:
     if not cfg.model.path:
-        raise ConfigError("model.path", "required: a checkpoint directory, a hub id, or 'tiny-llava'")
+        raise ConfigError("model.path", "required: a checkpoint directory, a hub id, or 'tiny'")
     lora = cfg.lora
     if not lora.enabled and lora.init_adapter:
         raise ConfigError("lora.init_adapter", "full fine-tuning (lora.enabled: false) starts from model.path, "

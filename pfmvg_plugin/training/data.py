@@ -29,9 +29,9 @@ from pfmvg_plugin.codecs import BoxCodec
 from pfmvg_plugin.data.images import UnsafePathError, load_image, safe_join
 from pfmvg_plugin.data.schema import validate_record
 from pfmvg_plugin.data.store import PreparedDataset, data_root, prepare_command
+from pfmvg_plugin.families.base import Family, ImageTransform
 from pfmvg_plugin.geometry import hflip_box
 from pfmvg_plugin.prompts import build_prompt
-from pfmvg_plugin.training.backbones import Backbone, ImageTransform
 from pfmvg_plugin.training.config import ConfigError, DataConfig, DatasetSpec, expand_path, record_task
 
 log = logging.getLogger(__name__)
@@ -140,15 +140,15 @@ def _record_problems(rec: dict, task: str) -> list[str]:
 class TrainingData:
     """All sources of a run, validated; builds examples for ``(epoch, position)`` keys."""
 
-    def __init__(self, cfg: DataConfig, backbone: Backbone, *, seed: int, config_dir: str | None = None,
+    def __init__(self, cfg: DataConfig, backbone: Family, *, seed: int, config_dir: str | None = None,
                  show_progress: bool = False) -> None:
         self.cfg = cfg
         self.backbone = backbone
         self.seed = seed
         self.convention = cfg.convention or backbone.prompt_convention
-        self.transform: ImageTransform = backbone.image_transform(cfg.image_resize)
         try:
-            self.codec: BoxCodec = self.transform.codec(self.convention)
+            self.transform: ImageTransform = backbone.image_transform(cfg.image_resize)
+            self.codec: BoxCodec = backbone.codec(self.convention, self.transform)
         except ValueError as e:
             raise ConfigError("data.image_resize", str(e)) from None
         self.bad = BadRecords()
@@ -232,6 +232,11 @@ class TrainingData:
         self._check_size(src, rec, image.size)
         return self.transform(image), image.size
 
+    def _image(self, src: Source, rec: dict):
+        """The record's cached pixels or image, else the image read now."""
+        cached = src.images.get(rec["image"])
+        return cached[0] if cached is not None and cached[0] is not None else self._load_image(src, rec)[0]
+
     @staticmethod
     def _check_size(src: Source, rec: dict, size: tuple[int, int]) -> None:
         if src.task == "refer" and (rec["width"], rec["height"]) != tuple(size):
@@ -242,8 +247,9 @@ class TrainingData:
         from tqdm.auto import tqdm
 
         n_images = sum(len({r["image"] for r in s.records}) for s in self.sources)
-        probe = self.backbone.encode_image(Image.new("RGB", tuple(self.transform.size)))
-        self.pixel_cache = n_images * probe.numel() * probe.element_size() <= PIXEL_CACHE_BYTES
+        if self.backbone.cache_pixels:
+            probe = self.backbone.encode_image(Image.new("RGB", tuple(self.transform.size)))
+            self.pixel_cache = n_images * probe.numel() * probe.element_size() <= PIXEL_CACHE_BYTES
         total = sum(len(s.records) for s in self.sources)
         bar = tqdm(total=total, desc="preprocess images", unit="rec", disable=not show_progress, leave=False)
         for src in self.sources:
@@ -254,7 +260,11 @@ class TrainingData:
                 if key not in src.images:
                     try:
                         image, size = self._load_image(src, rec)
-                        src.images[key] = (self.backbone.encode_image(image) if self.pixel_cache else image, size)
+                        if self.pixel_cache:
+                            image = self.backbone.encode_image(image)
+                        elif not self.backbone.cache_pixels:  # full-size images: checked here, read when used
+                            image = None
+                        src.images[key] = (image, size)
                     except Exception as e:  # unreadable file or wrong size: a bad record
                         src.images[key] = e
                 cached = src.images[key]
@@ -346,8 +356,7 @@ class TrainingData:
         """The model-ready pixel tensor of a record's image (not flipped), from the cache when there is one."""
         src = self.sources[source]
         rec = src.records[index]
-        cached = src.images.get(rec["image"])
-        image = cached[0] if cached is not None else self._load_image(src, rec)[0]
+        image = self._image(src, rec)
         return image if isinstance(image, torch.Tensor) else self.backbone.encode_image(image)
 
     def example(self, epoch: int, position: int, source: int, index: int) -> dict:
@@ -356,8 +365,7 @@ class TrainingData:
         rng = self.sample_rng(epoch, position)
         flip = self.cfg.hflip > 0 and rng.random() < self.cfg.hflip
         try:
-            cached = src.images.get(rec["image"])
-            image = cached[0] if cached is not None else self._load_image(src, rec)[0]
+            image = self._image(src, rec)
             if flip and isinstance(image, torch.Tensor):
                 image = image.flip(-1)  # normalisation is per channel: flipping pixels or tensors is the same
             elif flip:
@@ -377,8 +385,9 @@ class TrainingData:
         return {
             "convention": self.convention,
             "box_codec": self.codec.name + ("_pad" if getattr(self.codec, "pad_to_square", False) else ""),
-            "image_resize": self.cfg.image_resize,
-            "image_size": list(self.transform.size),
+            "box_codec_options": self.codec.options(),
+            "image_resize": self.transform.mode,
+            "image_size": list(self.transform.size) if self.transform.size else None,
             "epoch_size": self.epoch_size,
             "sources": [{"name": s.name, "task": s.task, "records": len(s.records), "ratio": s.spec.ratio}
                         for s in self.sources],

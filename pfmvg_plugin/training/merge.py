@@ -24,12 +24,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def detect_backbone(base: str | os.PathLike, adapter_meta: dict) -> str:
     """The backbone registry name of a base checkpoint: the adapter's training record, else what the directory
-    holds (a MiniGPT-v2 directory written by ``pfmvg convert minigptv2``, or a LLaVA-family one)."""
+    holds (the family that claims its ``config.json`` ``model_type``; LLaVA when none does)."""
     if adapter_meta.get("backbone"):
         return str(adapter_meta["backbone"])
-    from pfmvg_plugin.models.minigptv2.processing import MiniGPTv2Processor
+    from pfmvg_plugin.families import family_for_checkpoint
 
-    return "minigptv2" if MiniGPTv2Processor.is_processor_dir(base) else "llava"
+    return family_for_checkpoint(base) or "llava"
 
 
 def _refuse_pickles(path: Path, what: str, names: tuple[str, ...]) -> None:
@@ -51,7 +51,7 @@ def merge_adapter(base: str | os.PathLike, adapter: str | os.PathLike, out: str 
     import torch
     from peft import PeftModel
 
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
 
     adapter, out = Path(adapter), Path(out)
     if not (adapter / "adapter_config.json").is_file():
@@ -67,7 +67,7 @@ def merge_adapter(base: str | os.PathLike, adapter: str | os.PathLike, out: str 
 
     meta = read_training_meta(adapter, "pfmvg merge")
     name = backbone or detect_backbone(base, meta)
-    bb = get_backbone(name)
+    bb = get_family(name)
     model, processor = bb.load(str(base), getattr(torch, dtype))
     n_base = sum(p.numel() for p in model.parameters())
     peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)

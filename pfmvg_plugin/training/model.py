@@ -8,34 +8,44 @@ from pathlib import Path
 
 import torch
 
-from pfmvg_plugin.training.backbones import Backbone
+from pfmvg_plugin.families import Family, get_family
 from pfmvg_plugin.training.config import Config, ConfigError, expand_path
 
 log = logging.getLogger(__name__)
 
-TINY_LLAVA = "tiny-llava"
-TINY_MINIGPTV2 = "tiny-minigptv2"
+#: ``model.path`` values that build a tiny random checkpoint: ``tiny`` (of ``model.backbone``) or ``tiny-<family>``.
+TINY = "tiny"
+
+
+def tiny_family(cfg: Config) -> str | None:
+    """The family whose tiny checkpoint ``model.path`` asks for; None for a real checkpoint or hub id."""
+    path = cfg.model.path
+    if path == TINY:
+        return cfg.model.backbone
+    if path.startswith(TINY + "-") and not Path(expand_path(path)).exists():
+        return path[len(TINY) + 1:]
+    return None
 
 
 def resolve_model_path(cfg: Config, is_main: bool) -> str:
-    """``model.path``; ``tiny-llava`` builds the tiny offline checkpoint into ``<output_dir>/base_model`` (rank 0,
-    the others wait)."""
+    """``model.path``; ``tiny`` / ``tiny-<family>`` builds that family's tiny offline checkpoint into
+    ``<output_dir>/base_model`` (rank 0, the others wait), with ``model.tiny`` as the builder's arguments."""
     from pfmvg_plugin.training import dist
 
     path = cfg.model.path
-    if path not in (TINY_LLAVA, TINY_MINIGPTV2):
+    family = tiny_family(cfg)
+    if family is None:
         p = Path(expand_path(path))
         if not p.is_absolute() and cfg.config_dir and not p.exists() and (Path(cfg.config_dir) / p).exists():
             p = Path(cfg.config_dir) / p
         return str(p) if p.exists() else path  # else a hub id
     out = Path(expand_path(cfg.train.output_dir)) / "base_model"
     if is_main and not (out / "config.json").is_file():
-        if path == TINY_MINIGPTV2:
-            from pfmvg_plugin.models.minigptv2.tiny import build_tiny_minigptv2 as build
-        else:
-            from pfmvg_plugin.models.tiny_llava import build_tiny_llava as build
-
-        build(out, **cfg.model.tiny)
+        try:
+            builder = get_family(family).build_tiny
+        except ValueError as e:
+            raise ConfigError("model.path", f"{path!r}: {e}") from None
+        builder(out, **cfg.model.tiny)
     dist.barrier()
     return str(out)
 
@@ -51,7 +61,7 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def quantization_config(cfg: Config, dtype: torch.dtype, backbone: Backbone):
+def quantization_config(cfg: Config, dtype: torch.dtype, backbone: Family):
     if not cfg.model.load_in_4bit:
         return None
     if not torch.cuda.is_available():
@@ -73,7 +83,7 @@ def quantization_config(cfg: Config, dtype: torch.dtype, backbone: Backbone):
     )
 
 
-def build_peft_model(cfg: Config, backbone: Backbone, model_path: str, dtype: torch.dtype, local_rank: int = 0,
+def build_peft_model(cfg: Config, backbone: Family, model_path: str, dtype: torch.dtype, local_rank: int = 0,
                      zero_stage: int = 0):
     """Load the backbone and return ``(peft_model, processor)`` with exactly the intended parameters trainable."""
     from peft import LoraConfig, PeftModel, get_peft_model

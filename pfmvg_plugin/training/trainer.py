@@ -149,7 +149,7 @@ def train(cfg: Config, *, resume: bool | None = None, local_rank: int | None = N
 def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> TrainResult:
     from tqdm.auto import tqdm
 
-    from pfmvg_plugin.training.backbones import get_backbone
+    from pfmvg_plugin.families import get_family
     from pfmvg_plugin.training.data import StepSampler, TrainingData, check_datasets, make_loader
     from pfmvg_plugin.training.engine import (
         DeepSpeedEngine,
@@ -185,7 +185,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
     _seed_everything(t.seed)
 
     model_path = resolve_model_path(cfg, is_main)
-    backbone = get_backbone(cfg.model.backbone)
+    backbone = get_family(cfg.model.backbone)
     model, _ = build_peft_model(cfg, backbone, model_path, torch_dtype(precision), world.local_rank, zero_stage)
     _say(is_main, describe_trainable(model))
     data = TrainingData(cfg.data, backbone, seed=t.seed, config_dir=cfg.config_dir,

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pfmvg_plugin.families import get_family
 from pfmvg_plugin.progress import progress
-from pfmvg_plugin.training.backbones import get_backbone
 from pfmvg_plugin.training.config import Config, DataConfig, expand_path
 from pfmvg_plugin.training.data import TrainingData
 from pfmvg_plugin.training.model import resolve_model_path
@@ -169,7 +169,7 @@ def pretrain_vision_tower(cfg: Config, *, val_data: DataConfig | None = None) ->
         raise ValueError("train.max_steps is required for vision pretraining")
     torch.manual_seed(tc.seed)
     out = Path(expand_path(tc.output_dir))
-    backbone = get_backbone(cfg.model.backbone)
+    backbone = get_family(cfg.model.backbone)
     if backbone.name != "llava":
         raise ValueError(f"vision pretraining supports the llava backbone, not {backbone.name!r}")
     model_path = resolve_model_path(cfg, is_main=True)

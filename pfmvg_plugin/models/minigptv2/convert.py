@@ -449,7 +449,7 @@ def _write_adapter(adapter_dir: Path, model_dir: Path, lora: dict, proj: dict, e
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    from pfmvg_plugin.training.backbones import language_model_regex
+    from pfmvg_plugin.models.lora_targets import language_model_regex
 
     ranks = {int(ab["A"].shape[0]) for ab in lora.values()}
     if len(ranks) != 1:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 def lora_regex(targets: Sequence[str]) -> str:
     """The PEFT regex that puts LoRA on the language model only."""
-    from pfmvg_plugin.training.backbones import language_model_regex
+    from pfmvg_plugin.models.lora_targets import language_model_regex
 
     return language_model_regex(targets)
 

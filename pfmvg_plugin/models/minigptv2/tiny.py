@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from pfmvg_plugin.models.tiny_llava import BOS, EOS, IMAGE, PAD, SPECIAL_TOKENS, _train_tokenizer, default_corpus
+from pfmvg_plugin.models.tiny_llava import BOS, EOS, IMAGE, PAD, SPECIAL_TOKENS, default_corpus, train_tokenizer
 
 #: Defaults of the tiny architecture (kept small: a forward pass is milliseconds on one CPU core).
 TINY_DEFAULTS = dict(image_size=56, patch_size=14, vision_hidden_size=176, vision_layers=2, vision_heads=2,
@@ -68,7 +68,7 @@ def build_tiny_tokenizer(seed: int = 0, vocab_size: int = 4096, corpus: Iterable
     """The tiny BPE tokenizer (``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<image>`` 3), as a fast tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
-    backend = _train_tokenizer(list(minigptv2_corpus(seed) if corpus is None else corpus), vocab_size)
+    backend = train_tokenizer(list(minigptv2_corpus(seed) if corpus is None else corpus), vocab_size)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD,
                                         unk_token=None, padding_side="left", model_max_length=max_length)
     return tokenizer, {t: backend.token_to_id(t) for t in SPECIAL_TOKENS}

@@ -1,4 +1,4 @@
-"""The LLaVA-family backbone through ``transformers`` (``LlavaForConditionalGeneration`` + ``LlavaProcessor``).
+"""The LLaVA family through ``transformers`` (``LlavaForConditionalGeneration`` + ``LlavaProcessor``).
 
 Prompts are rendered with the processor's chat template exactly as at inference (``USER: <image>\\n{text}
 ASSISTANT:`` for LLaVA-1.5), the answer is what the template appends after the generation prompt (`` {answer}</s>``),
@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pfmvg_plugin.training.backbones import (
+from pfmvg_plugin.families.base import (
     IGNORE_INDEX,
-    Backbone,
+    Family,
     ImageTransform,
-    language_model_regex,
+    from_pretrained_kwargs,
     right_padded_batch,
 )
+from pfmvg_plugin.families.chat import ChatRenderer
+from pfmvg_plugin.models.lora_targets import language_model_regex
 
 #: LLaVA-1.5's conversation format, used when a processor ships no chat template.
 FALLBACK_TEMPLATE = "USER: {image}\n{instruction} ASSISTANT:"
@@ -47,27 +49,22 @@ def processor_input_size(image_processor) -> tuple[int, int]:
     raise ValueError(f"cannot tell the input size of {type(image_processor).__name__} (size={size!r})")
 
 
-class LlavaBackbone(Backbone):
+class LlavaFamily(Family):
     name = "llava"
     prompt_convention = "llava"
+    model_types = ("llava", "llava_next", "llava_onevision")
 
     def __init__(self) -> None:
         super().__init__()
         self._n_image_tokens: int | None = None
         self._input_size: tuple[int, int] | None = None
-        self._template_parts: tuple[str, str, str] | None | bool = None  # None: not probed; False: render each time
+        self._render: ChatRenderer | None = None
 
     # ---- loading ----------------------------------------------------------------------------------------------------
     def load(self, model_path: str, dtype: Any, **kwargs):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        load_kwargs = {"dtype": dtype}
-        if kwargs.get("quantization_config") is not None:
-            load_kwargs["quantization_config"] = kwargs["quantization_config"]
-            load_kwargs["device_map"] = kwargs.get("device_map")
-        if kwargs.get("attn_implementation"):
-            load_kwargs["attn_implementation"] = kwargs["attn_implementation"]
-        model = AutoModelForImageTextToText.from_pretrained(model_path, **load_kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(model_path, **from_pretrained_kwargs(dtype, **kwargs))
         processor = AutoProcessor.from_pretrained(model_path)
         self.attach(model, processor)
         return model, processor
@@ -77,7 +74,13 @@ class LlavaBackbone(Backbone):
         self.model, self.processor = model, processor
         self._input_size = processor_input_size(processor.image_processor)
         self._n_image_tokens = None
-        self._template_parts = None
+        self._render = ChatRenderer(processor, self._fallback)
+
+    @classmethod
+    def build_tiny(cls, out_dir, **kwargs):
+        from pfmvg_plugin.models.tiny_llava import build_tiny_llava
+
+        return build_tiny_llava(out_dir, **kwargs)
 
     # ---- module selection -------------------------------------------------------------------------------------------
     def lora_target_regex(self, names: Sequence[str]) -> str:
@@ -90,7 +93,11 @@ class LlavaBackbone(Backbone):
         return ["vision_tower"]
 
     # ---- images ---------------------------------------------------------------------------------------------------
-    def image_transform(self, mode: str = "squash") -> ImageTransform:
+    def image_transform(self, mode: str | None = None) -> ImageTransform:
+        mode = mode or self.default_image_resize
+        if mode == "native":
+            raise ValueError("image_resize 'native' would let the processor centre-crop (LLaVA-1.5's CLIP-336 does), "
+                             "cutting boxes off: use 'squash' or 'pad'")
         ip = self.processor.image_processor
         mean = getattr(ip, "image_mean", None) or (0.0, 0.0, 0.0)
         fill = tuple(int(round(float(m) * 255)) for m in mean)
@@ -117,40 +124,13 @@ class LlavaBackbone(Backbone):
             self._n_image_tokens = int((out["input_ids"][0] == image_id).sum())
         return self._n_image_tokens
 
-    _INSTRUCTION, _ANSWER = "\x00pfmvg-instruction\x00", "\x00pfmvg-answer\x00"
-
-    def _render(self, instruction: str, answer: str) -> tuple[str, str]:
-        tok = self.processor.tokenizer
-        template = getattr(self.processor, "chat_template", None)
-        if template:
-            user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}
-            bot = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
-            prompt = self.processor.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
-            full = self.processor.apply_chat_template([user, bot], tokenize=False)
-            if full.startswith(prompt):
-                return prompt, full[len(prompt):]
+    def _fallback(self, instruction: str, answer: str) -> tuple[str, str]:
         prompt = FALLBACK_TEMPLATE.format(image=self.image_token, instruction=instruction)
-        return prompt, " " + answer + (tok.eos_token or "")
+        return prompt, " " + answer + (self.processor.tokenizer.eos_token or "")
 
     def prompt_and_answer(self, instruction: str, answer: str) -> tuple[str, str]:
-        """The rendered prompt (ending with the generation prompt, as at inference) and the answer text after it.
-
-        The chat template is rendered once with placeholders and then filled in, which is checked against a full
-        render; a template that transforms its text (strips, escapes, ...) is rendered for every example instead.
-        """
-        if self._template_parts is None:
-            prompt, tail = self._render(self._INSTRUCTION, self._ANSWER)
-            ok = prompt.count(self._INSTRUCTION) == 1 and tail.count(self._ANSWER) == 1 and self._ANSWER not in prompt
-            self._template_parts = (prompt, tail) if ok else False
-            if ok and self._fill(instruction, answer) != self._render(instruction, answer):
-                self._template_parts = False
-        if self._template_parts:
-            return self._fill(instruction, answer)
+        """The rendered prompt (ending with the generation prompt, as at inference) and the answer text after it."""
         return self._render(instruction, answer)
-
-    def _fill(self, instruction: str, answer: str) -> tuple[str, str]:
-        prompt, tail = self._template_parts
-        return prompt.replace(self._INSTRUCTION, instruction), tail.replace(self._ANSWER, answer)
 
     def build_example(self, image, instruction: str, answer: str) -> dict:
         import torch

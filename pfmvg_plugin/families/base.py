@@ -1,30 +1,30 @@
-"""The backbone interface: what the training loop needs from a multimodal model family, and a registry.
+"""The family contract: everything the recipe and the evaluators need to know about one multimodal model family.
 
-A backbone knows how to load its checkpoint, which modules LoRA targets (the language model only), which modules are
-trained fully (the projector) or frozen (the vision tower), how its prompts and box targets are written
-(``prompt_convention``), how an image becomes model input without breaking box targets (:class:`ImageTransform`), and
-how one (image, instruction, answer) triple becomes tensors with the loss restricted to the answer.
+A family knows which checkpoints are its own (``model_types``), how to load model and processor, which modules LoRA
+targets (the language model only), which are trained fully (the projector) or stay frozen (the vision tower), how its
+prompts and box targets are written (``prompt_convention`` and :meth:`Family.codec`), the ONE image function that
+turns an image into model input for training and evaluation alike (:class:`ImageTransform`), and how an (image,
+instruction, answer) triple becomes tensors with the loss on the answer only.
 
-``llava`` (LLaVA-1.5 family through ``transformers``) is implemented in :mod:`pfmvg_plugin.training.llava`. A
-MiniGPT-v2 backbone (a transformers-style model with the ``<s>[INST] <Img><ImageHere></Img> {instruction} [/INST]``
-prompt and the ``minigptv2`` box codec) plugs in by subclassing :class:`Backbone` and calling
-:func:`register_backbone`.
+Families are registered in :mod:`pfmvg_plugin.families`; each lives in one module of this package.
 """
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pfmvg_plugin.codecs import BoxCodec, get_codec
 from pfmvg_plugin.data.images import pad_to_square
 from pfmvg_plugin.geometry import Box, Size
+from pfmvg_plugin.training_record import IMAGE_RESIZES
 
 IGNORE_INDEX = -100
 """Label value the loss ignores (prompt, image and padding tokens)."""
+
+
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,27 @@ class ImageTransform:
     ``squash`` resizes to ``size`` (no crop, no padding), so a box normalised to the ORIGINAL image is also normalised
     to the model input: targets need no change (``llava`` and ``minigptv2`` codecs). ``pad`` first pads to a centred
     square of side ``max(W, H)`` with ``fill`` (LLaVA's ``expand2square``) then resizes: targets must be normalised
-    to the padded square, i.e. the ``llava_pad`` codec. :meth:`codec` hands out the matching codec and refuses a
-    convention whose format cannot express the padded frame.
+    to the padded square, i.e. the ``llava_pad`` codec. ``native`` leaves the image to the processor (``size`` is
+    None: it differs per image); the family's codec knows that frame (e.g. Qwen2.5-VL's ``smart_resize``).
+    :meth:`codec` hands out the matching codec and refuses a convention whose format cannot express the frame.
     """
 
-    size: Size  # (width, height) of the model input
+    size: Size | None  # (width, height) of the model input; None for ``native``
     mode: str = "squash"
     fill: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
-        if self.mode not in ("squash", "pad"):
-            raise ValueError(f"image_resize must be 'squash' or 'pad', got {self.mode!r}")
+        if self.mode not in IMAGE_RESIZES:
+            raise ValueError(f"image_resize must be one of {', '.join(IMAGE_RESIZES)}, got {self.mode!r}")
+        if (self.size is None) != (self.mode == "native"):
+            raise ValueError(f"image_resize {self.mode!r} needs {'no' if self.mode == 'native' else 'an'} input size")
 
     def __call__(self, image):
-        """PIL image of any size -> PIL image of ``size``."""
+        """PIL image of any size -> PIL image of ``size`` (``native``: the image itself)."""
         from PIL import Image
 
+        if self.mode == "native":
+            return image
         if self.mode == "pad":
             image = pad_to_square(image, self.fill)
         if image.size != tuple(self.size):
@@ -58,6 +63,8 @@ class ImageTransform:
 
     def map_box(self, box: Sequence[float], size: Size) -> Box:
         """Where a pixel box of the original image (of ``size``) lands in the transformed image."""
+        if self.mode == "native":
+            raise ValueError("image_resize 'native': the input size is the processor's choice, per image")
         w, h = size
         ox = oy = 0.0
         if self.mode == "pad":
@@ -71,7 +78,7 @@ class ImageTransform:
         from pfmvg_plugin.prompts import get_prompts
 
         name = get_prompts(convention).codec
-        if self.mode == "squash":
+        if self.mode in ("squash", "native"):
             return get_codec(name)
         if name in ("llava", "llava_pad"):
             return get_codec("llava_pad")
@@ -80,13 +87,20 @@ class ImageTransform:
                          "image_resize 'squash' (as MiniGPT-v2 does)")
 
 
-class Backbone(ABC):
-    """A multimodal model family the recipe can fine-tune."""
+class Family(ABC):
+    """A multimodal model family: what training, evaluation and conversion share."""
 
     #: Registry name (``model.backbone`` in the YAML).
     name: str = ""
     #: Prompt convention of :mod:`pfmvg_plugin.prompts` (``llava``, ``minigptv2``): templates and box codec.
     prompt_convention: str = "llava"
+    #: ``config.json`` ``model_type`` values of the checkpoints this family loads (how a checkpoint is recognised).
+    model_types: tuple[str, ...] = ()
+    #: ``data.image_resize`` when the config sets none.
+    default_image_resize: str = "squash"
+    #: Encoded pixels are one fixed-size tensor per image, so the data pipeline may cache (and flip) them; a
+    #: dynamic-resolution family caches the images instead.
+    cache_pixels: bool = True
 
     def __init__(self) -> None:
         self.model = None
@@ -110,8 +124,17 @@ class Backbone(ABC):
         """Modules that stay frozen whatever LoRA matches (the vision tower)."""
 
     @abstractmethod
-    def image_transform(self, mode: str = "squash") -> ImageTransform:
-        """How images are resized for this model (``mode``: ``squash`` / ``pad``)."""
+    def image_transform(self, mode: str | None = None) -> ImageTransform:
+        """How images are resized for this model (``mode``: ``squash`` / ``pad`` / ``native``; None: the default)."""
+
+    def codec(self, convention: str, transform: ImageTransform) -> BoxCodec:
+        """The codec of box targets and answers in ``convention`` for images shown through ``transform``."""
+        return transform.codec(convention)
+
+    @classmethod
+    def build_tiny(cls, out_dir, **kwargs):
+        """Write a tiny random checkpoint of this family to ``out_dir`` (tests, demo, ``model.path: tiny``)."""
+        raise NotImplementedError(f"family {cls.name!r} has no tiny checkpoint builder")
 
     @abstractmethod
     def encode_image(self, image) -> Any:
@@ -132,52 +155,9 @@ class Backbone(ABC):
             self.processor.save_pretrained(out_dir)
 
 
-_BACKBONES: dict[str, Callable[[], Backbone]] = {}
-
-
-def register_backbone(name: str, factory: Callable[[], Backbone]) -> None:
-    if name in _BACKBONES:
-        raise ValueError(f"backbone {name!r} is already registered")
-    _BACKBONES[name] = factory
-
-
-def available_backbones() -> list[str]:
-    _load_builtin()
-    return sorted(_BACKBONES)
-
-
-def get_backbone(name: str) -> Backbone:
-    _load_builtin()
-    try:
-        factory = _BACKBONES[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(_BACKBONES))}") from None
-    return factory()
-
-
-def _load_builtin() -> None:
-    if "llava" not in _BACKBONES:
-        from pfmvg_plugin.training.llava import LlavaBackbone
-
-        register_backbone("llava", LlavaBackbone)
-    if "minigptv2" not in _BACKBONES:
-        from pfmvg_plugin.training.minigptv2 import MiniGPTv2Backbone
-
-        register_backbone("minigptv2", MiniGPTv2Backbone)
-
-
-def language_model_regex(names: Sequence[str], scope: str = r"language_model") -> str:
-    """``.*language_model\\..*\\.(q_proj|v_proj)`` style regex for PEFT (full match against module names).
-
-    Works with both module layouts of transformers' LLaVA (``model.language_model.layers.N...`` in v5,
-    ``language_model.model.layers.N...`` in v4).
-    """
-    alternatives = "|".join(re.escape(n) for n in names)
-    return rf".*{scope}\..*\.({alternatives})"
-
-
-def right_padded_batch(examples: Sequence[dict], pad_id: int | None) -> dict:
-    """Stack :meth:`Backbone.build_example` outputs, right-padded (training needs no generation alignment)."""
+def right_padded_text(examples: Sequence[dict], pad_id: int | None) -> dict:
+    """``input_ids``, ``attention_mask`` and ``labels`` of :meth:`Family.build_example` outputs, right-padded
+    (training needs no generation alignment)."""
     import torch
 
     pad_id = 0 if pad_id is None else pad_id
@@ -191,5 +171,22 @@ def right_padded_batch(examples: Sequence[dict], pad_id: int | None) -> dict:
         input_ids[i, :k] = e["input_ids"]
         attention[i, :k] = e["attention_mask"]
         labels[i, :k] = e["labels"]
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
-            "pixel_values": torch.stack([e["pixel_values"] for e in examples])}
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def right_padded_batch(examples: Sequence[dict], pad_id: int | None) -> dict:
+    """A batch of fixed-size images: right-padded text and the pixel tensors stacked."""
+    import torch
+
+    return {**right_padded_text(examples, pad_id), "pixel_values": torch.stack([e["pixel_values"] for e in examples])}
+
+
+def from_pretrained_kwargs(dtype: Any, **kwargs) -> dict:
+    """``from_pretrained`` keyword arguments shared by the families' :meth:`Family.load`."""
+    out: dict[str, Any] = {"dtype": dtype}
+    if kwargs.get("quantization_config") is not None:
+        out["quantization_config"] = kwargs["quantization_config"]
+        out["device_map"] = kwargs.get("device_map")
+    if kwargs.get("attn_implementation"):
+        out["attn_implementation"] = kwargs["attn_implementation"]
+    return out

@@ -18,31 +18,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pfmvg_plugin.training.backbones import (
+from pfmvg_plugin.families.base import (
     IGNORE_INDEX,
-    Backbone,
+    Family,
     ImageTransform,
-    language_model_regex,
+    from_pretrained_kwargs,
     right_padded_batch,
 )
+from pfmvg_plugin.models.lora_targets import language_model_regex
 
 
-class MiniGPTv2Backbone(Backbone):
+class MiniGPTv2Family(Family):
     name = "minigptv2"
     prompt_convention = "minigptv2"
+    model_types = ("pfmvg_minigptv2",)
 
     # ---- loading ------------------------------------------------------------------------------------------------
     def load(self, model_path: str, dtype: Any, **kwargs):
         from pfmvg_plugin.models.minigptv2.modeling import MiniGPTv2ForConditionalGeneration
         from pfmvg_plugin.models.minigptv2.processing import MiniGPTv2Processor
 
-        load_kwargs: dict[str, Any] = {"dtype": dtype}
-        if kwargs.get("quantization_config") is not None:
-            load_kwargs["quantization_config"] = kwargs["quantization_config"]
-            load_kwargs["device_map"] = kwargs.get("device_map")
-        if kwargs.get("attn_implementation"):
-            load_kwargs["attn_implementation"] = kwargs["attn_implementation"]
-        model = MiniGPTv2ForConditionalGeneration.from_pretrained(model_path, **load_kwargs)
+        model = MiniGPTv2ForConditionalGeneration.from_pretrained(model_path, **from_pretrained_kwargs(dtype, **kwargs))
         processor = MiniGPTv2Processor.from_pretrained(model_path)
         self.attach(model, processor)
         return model, processor
@@ -50,6 +46,12 @@ class MiniGPTv2Backbone(Backbone):
     def attach(self, model, processor) -> None:
         """Use an already loaded model (or ``None``: data preparation needs only the processor) and processor."""
         self.model, self.processor = model, processor
+
+    @classmethod
+    def build_tiny(cls, out_dir, **kwargs):
+        from pfmvg_plugin.models.minigptv2.tiny import build_tiny_minigptv2
+
+        return build_tiny_minigptv2(out_dir, **kwargs)
 
     # ---- module selection -----------------------------------------------------------------------------------------
     def lora_target_regex(self, names: Sequence[str]) -> str:
@@ -62,7 +64,10 @@ class MiniGPTv2Backbone(Backbone):
         return ["vision_model", "ln_vision"]
 
     # ---- images ---------------------------------------------------------------------------------------------------
-    def image_transform(self, mode: str = "squash") -> ImageTransform:
+    def image_transform(self, mode: str | None = None) -> ImageTransform:
+        mode = mode or self.default_image_resize
+        if mode == "native":
+            raise ValueError("MiniGPT-v2's processor squashes to 448 x 448 itself: use image_resize 'squash'")
         size = self.processor.image_processor.size
         mean = self.processor.image_processor.image_mean
         return ImageTransform(size=(size, size), mode=mode, fill=tuple(int(round(m * 255)) for m in mean))
