@@ -327,3 +327,125 @@ def test_lora_zero2_trains_like_bare_torch_and_the_adapter_scores_through_lmms_e
     results = json.loads(results_files[0].read_text())["results"]["synthcxr_grounding"]
     assert results["prompt_convention,none"] == "qwen25vl"
     assert results["n_scored,none"] == 4 and results["generation_error_rate,none"] == 0.0
+
+
+# ---- lmms-eval's own qwen2_5_vl, scored in the frame its resize produces -------------------------------------------
+QWEN_STAND_IN = '''
+"""Stands in for lmms-eval's qwen2_5_vl (registered under that name): resizes each image exactly as the real class
+does (qwen_vl_utils.fetch_image within its min/max pixels, the class's own defaults), finds the bright rectangle and
+answers in Qwen2.5-VL's bbox_2d pixels of that resized input, as the real model would."""
+import numpy as np
+from lmms_eval.api.model import lmms
+from qwen_vl_utils import fetch_image
+
+
+class QwenStandIn(lmms):
+    is_simple = True
+
+    def __init__(self, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, **kwargs):
+        super().__init__()
+        self.min_pixels, self.max_pixels = int(min_pixels), int(max_pixels)
+
+    def generate_until(self, requests):
+        answers = []
+        for request in requests:
+            ctx, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            (image,) = doc_to_visual(self.task_dict[task][split][doc_id])
+            seen = fetch_image({"image": image, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels})
+            gray = np.asarray(seen.convert("L"), dtype=float)
+            ys, xs = np.nonzero(gray > 128)
+            answers.append('[{"bbox_2d": [%d, %d, %d, %d], "label": "finding"}]'
+                           % (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+        return answers
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError
+'''
+
+RUN_AS = '''
+import sys
+from lmms_eval.models import MODEL_REGISTRY_V2
+from lmms_eval.models.registry_v2 import ModelManifest
+MODEL_REGISTRY_V2.register_manifest(ModelManifest(model_id="qwen2_5_vl", simple_class_path="stand_in.QwenStandIn"),
+                                    overwrite=True)
+from lmms_eval.__main__ import cli_evaluate
+sys.argv = ["lmms-eval", *sys.argv[1:]]
+cli_evaluate()
+'''
+
+
+def lmms_eval_qwen25_defaults() -> dict:
+    """min/max pixels defaults of the installed lmms-eval's Qwen2_5_VL class, read from its source."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("lmms_eval")
+    source = (Path(spec.origin).parent / "models" / "simple" / "qwen2_5_vl.py").read_text()
+    init = next(node for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.FunctionDef) and node.name == "__init__")
+    args = init.args.args[-len(init.args.defaults):]
+    numbers = {a.arg: d for a, d in zip(args, init.args.defaults) if a.arg in ("min_pixels", "max_pixels")}
+    # arithmetic of literals (256 * 28 * 28): evaluated with no names available
+    return {k: eval(compile(ast.Expression(d), "<default>", "eval"), {"__builtins__": {}}) for k, d in numbers.items()}
+
+
+def test_the_task_frame_for_lmms_evals_qwen2_5_vl_is_its_class_defaults():
+    pytest.importorskip("lmms_eval")
+    import yaml
+
+    template = Path(__file__).resolve().parents[1] / "tasks" / "grounding" / "_default_template_grounding_yaml"
+    text = "\n".join(line for line in template.read_text().splitlines() if "!function" not in line)
+    kwargs = yaml.safe_load(text)["lmms_eval_specific_kwargs"]
+    assert kwargs["qwen2_5_vl"] == {"convention": "qwen25vl", **lmms_eval_qwen25_defaults()}
+    assert kwargs["qwen2_vl"] == {"convention": "qwen2vl"}
+
+
+def test_model_args_on_the_command_line_override_the_task_frame():
+    from pfmvg_plugin.lmms.task_data import codec_frame
+
+    kwargs = {"convention": "qwen25vl", "min_pixels": 200704, "max_pixels": 1605632}
+    argv = ["lmms-eval", "--model", "qwen2_5_vl", "--model_args", "pretrained=Qwen/x,max_pixels=40000"]
+    assert codec_frame(kwargs, argv) == {"min_pixels": 200704, "max_pixels": 40000}
+    assert codec_frame(kwargs, ["pytest"]) == {"min_pixels": 200704, "max_pixels": 1605632}
+    assert codec_frame({"convention": "llava"}, argv) == {}  # a task kwarg without a frame gets none
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_args", [None, "min_pixels=3136,max_pixels=40000"], ids=["defaults", "max_pixels"])
+def test_lmms_evals_qwen2_5_vl_is_decoded_in_the_frame_it_resized_to(tmp_path, model_args):
+    """Black box: lmms-eval's qwen2_5_vl answers in pixels of the input it resized to (upscaled to its 200,704-pixel
+    minimum here, or down to a 40,000-pixel budget): Acc@0.5 = 1.0 on portrait and landscape images. Read as pixels
+    of the original image, as lmms-eval's own refcoco tasks do, the same answers miss."""
+    pytest.importorskip("lmms_eval")
+    pytest.importorskip("qwen_vl_utils")
+    defaults = lmms_eval_qwen25_defaults()
+    (tmp_path / "stand_in.py").write_text(QWEN_STAND_IN.replace("MIN_PIXELS", str(defaults["min_pixels"]))
+                                          .replace("MAX_PIXELS", str(defaults["max_pixels"])))
+    data_root = tmp_path / "data"
+    _bright_box_dataset(data_root / "synthcxr", [(300, 400), (400, 300), (240, 420), (420, 320)])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PFMVG_DATA_ROOT": str(data_root),
+           "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "hf_cache"), "PFMVG_NO_PROGRESS": "1",
+           "PYTHONPATH": str(tmp_path)}
+    args = ["--model", "qwen2_5_vl", "--force_simple", "--tasks", "synthcxr_grounding", "--output_path",
+            str(tmp_path / "out"), "--log_samples", *(["--model_args", model_args] if model_args else [])]
+    out = subprocess.run([sys.executable, "-c", RUN_AS, *args], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env=env)
+    results_files = list((tmp_path / "out").rglob("*_results.json"))
+    assert len(results_files) == 1, out.stdout[-2000:] + out.stderr[-4000:]
+    results = json.loads(results_files[0].read_text())["results"]["synthcxr_grounding"]
+    assert results["prompt_convention,none"] == "qwen25vl" and results["parse_failure_rate,none"] == 0.0
+    assert results["acc@0.5,none"] == 1.0, results
+    (samples,) = (tmp_path / "out").rglob("*_samples_synthcxr_grounding.jsonl")
+    from pfmvg_plugin.lmms.grounding_task import SAMPLE_KEY
+
+    records = [json.loads(line)[SAMPLE_KEY] for line in samples.read_text().splitlines()]
+    from torchvision.ops import box_iou
+
+    for record in records:  # the same answers read as pixels of the original image: out of range, or a miss
+        as_original = get_codec("qwen25vl", min_pixels=1, max_pixels=10**9, factor=1).decode(
+            record["answer"], (record["width"], record["height"])).boxes
+        assert not as_original or float(
+            box_iou(torch.tensor(as_original[:1]), torch.tensor(record["gt_boxes"])).max()) < 0.5

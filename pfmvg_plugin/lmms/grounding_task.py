@@ -209,7 +209,8 @@ def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) 
     """The refer prompt in the convention the task kwargs select for the model; records that convention."""
     check_doc(doc)
     convention = state.resolve_convention(lmms_eval_specific_kwargs)
-    state.note_prompt_convention(convention, doc, (lmms_eval_specific_kwargs or {}).get("frame"))
+    kwargs = lmms_eval_specific_kwargs or {}
+    state.note_prompt_convention(convention, doc, kwargs.get("frame"), task_data.codec_frame(kwargs))
     return build_prompt("refer", convention, phrase=doc["phrase"])
 
 

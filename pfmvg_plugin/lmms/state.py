@@ -32,6 +32,7 @@ _model_codec: str | None = None
 _model_codec_options: dict = {}
 _prompt_conventions: dict[str, str] = {}  # task key -> the convention its prompts were written in
 _frames: dict[str, str] = {}  # task key -> the image frame its images were shown in (FRAMES)
+_codec_options: dict[str, dict] = {}  # task key -> the frame of its convention's codec (Qwen2.5-VL pixel budget)
 
 #: How a task shows the model its images: as they are (the model's processor decides), or padded to a square first
 #: (LLaVA-1.5's expand2square, so a centre-cropping processor keeps the whole image; boxes are then relative to the
@@ -77,18 +78,24 @@ def _task_of(doc_or_task) -> str:
     return str(doc_or_task or "")
 
 
-def note_prompt_convention(convention: str, task: Mapping | str | None = None, frame: str | None = None) -> None:
-    """Record the convention the prompts of ``task`` (a doc, or its task key) were written in and the frame its
-    images were shown in (``doc_to_text``). Raises ``ValueError`` for a frame the convention's box format cannot
-    express."""
+def note_prompt_convention(convention: str, task: Mapping | str | None = None, frame: str | None = None,
+                           codec_options: Mapping | None = None) -> None:
+    """Record the convention the prompts of ``task`` (a doc, or its task key) were written in, the frame its
+    images were shown in and the options that place its codec in the model's input frame (``doc_to_text``; e.g. the
+    min/max pixels of a built-in Qwen2.5-VL). Raises ``ValueError`` for a frame the convention's box format cannot
+    express or options its codec rejects."""
     frame = frame or "original"
     if frame not in FRAMES:
         raise ValueError(f"unknown image frame {frame!r}; choose one of {', '.join(FRAMES)}")
     if frame == "pad" and convention_codec(convention).name != "llava":
         raise ValueError(f"frame 'pad' needs boxes normalised to the padded square (LLaVA floats); the {convention!r} "
                          "convention writes another box format")
+    options = dict(codec_options or {})
+    if options:
+        convention_codec(convention, **options)  # fail at the prompt, not at scoring
     _prompt_conventions[_task_of(task)] = convention
     _frames[_task_of(task)] = frame
+    _codec_options[_task_of(task)] = options
 
 
 def frame(task: Mapping | str | None = None) -> str:
@@ -107,8 +114,10 @@ def answer_codec(convention: str | None = None, task: Mapping | str | None = Non
     convention = convention or prompt_convention(task)
     if _model_codec is not None and convention == _model_convention:
         return get_codec(_model_codec, **_model_codec_options)
-    if frame(task) == "pad" and convention == prompt_convention(task):
-        return get_codec("llava_pad")
+    if convention == prompt_convention(task):
+        if frame(task) == "pad":
+            return get_codec("llava_pad")
+        return convention_codec(convention, **_codec_options.get(_task_of(task), {}))
     return convention_codec(convention)
 
 
@@ -119,3 +128,4 @@ def reset() -> None:
     _model_codec_options = {}
     _prompt_conventions.clear()
     _frames.clear()
+    _codec_options.clear()

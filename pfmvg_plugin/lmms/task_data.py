@@ -27,6 +27,7 @@ __all__ = [
     "answer_text",
     "as_text",
     "check_doc",
+    "codec_frame",
     "count_image_errors",
     "count_scored",
     "data_problem",
@@ -264,3 +265,34 @@ def one_label(items: list) -> str | None:
     by '+'."""
     values = sorted({str(v) for v in items if v is not None})
     return "+".join(values) if values else None
+
+
+#: Task kwargs that place a convention's box codec in the model's input frame: the pixel budget within which a
+#: built-in Qwen2.5-VL (lmms-eval's ``qwen2_5_vl``) resizes images, whose boxes are pixels of the resized input.
+FRAME_KWARGS = ("min_pixels", "max_pixels")
+
+
+def cli_model_args(argv: Sequence[str] | None = None) -> dict:
+    """``--model_args`` of the ``lmms-eval`` command line this process runs (``{}`` elsewhere)."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or os.path.basename(argv[0]) not in ("lmms-eval", "lmms_eval", "__main__.py"):
+        return {}
+    for i, arg in enumerate(argv[1:], 1):
+        value = arg.split("=", 1)[1] if arg.startswith("--model_args=") else (
+            argv[i + 1] if arg == "--model_args" and i + 1 < len(argv) else None)
+        if value is not None:
+            from lmms_eval.utils import simple_parse_args_string
+
+            return simple_parse_args_string(value)
+    return {}
+
+
+def codec_frame(kwargs: Mapping | None, argv: Sequence[str] | None = None) -> dict:
+    """The codec options a task's kwargs give for this model (:data:`FRAME_KWARGS`), each overridden by the same name
+    in the command line's ``--model_args``, since the model resizes with those."""
+    kwargs = kwargs or {}
+    frame = {k: int(kwargs[k]) for k in FRAME_KWARGS if kwargs.get(k) is not None}
+    if frame:
+        given = cli_model_args(argv)
+        frame.update({k: int(given[k]) for k in FRAME_KWARGS if given.get(k)})
+    return frame
