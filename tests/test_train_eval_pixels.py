@@ -113,3 +113,98 @@ def test_the_crop_processor_alone_would_cut_the_image(crop_checkpoint):
     raw = processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
     squashed = _train_pixels(crop_checkpoint, image, "squash")
     assert float((raw - squashed).abs().max()) > 0.5
+
+
+# ---- LLaVA-NeXT (anyres) and MiniGPT-v2: the other families, each with its released processor at a tiny scale -------
+@pytest.fixture(scope="module")
+def next_checkpoint(tmp_path_factory):
+    """A tiny LLaVA-NeXT: llava-hf/llava-v1.6-*'s image processor (shortest edge, centre crop, anyres over the
+    released grid pinpoints, pad) scaled from 336 to 32 px; no training record (a zero-shot checkpoint)."""
+    return build_tiny_llava(tmp_path_factory.mktemp("next") / "ckpt", image_size=32, patch_size=8,
+                            vision_hidden_size=32, text_hidden_size=32, vocab_size=1024, architecture="llava_next")
+
+
+@pytest.fixture(scope="module")
+def minigptv2_checkpoint(tmp_path_factory):
+    """A tiny MiniGPT-v2 whose processor is the release's eval transform (bicubic squash, CLIP mean/std), at 56 px."""
+    from pfmvg_plugin.models.minigptv2.tiny import build_tiny_minigptv2
+
+    return build_tiny_minigptv2(tmp_path_factory.mktemp("minigptv2") / "ckpt")
+
+
+def _family_train_pixels(name: str, model_dir, image: Image.Image):
+    """What the recipe feeds for ``image``: the family's image function, then its encoder (TrainingData's path)."""
+    from pfmvg_plugin.families import get_family
+
+    family = get_family(name)
+    if name == "minigptv2":
+        from pfmvg_plugin.models.minigptv2.processing import MiniGPTv2Processor
+
+        family.attach(None, MiniGPTv2Processor.from_pretrained(model_dir))
+    else:
+        from transformers import AutoProcessor
+
+        family.attach(None, AutoProcessor.from_pretrained(model_dir))
+    return family, family.encode_image(family.image_transform()(image))
+
+
+def _model_eval_pixels(model_class, model_dir, image: Image.Image) -> dict:
+    lm = model_class(pretrained=str(model_dir), max_new_tokens=1)
+    lm.task_dict = {TASK: {SPLIT: [{"image": image}]}}
+    seen = {}
+
+    def generate(**kwargs):
+        seen.update(kwargs)
+        return torch.cat([kwargs["input_ids"], kwargs["input_ids"][:, :1]], dim=1)
+
+    lm._model.generate = generate
+    request = Instance(request_type="generate_until",
+                       arguments=("cardiomegaly", {"max_new_tokens": 1}, lambda doc: [doc["image"]], 0, TASK, SPLIT),
+                       idx=0, metadata={"task": TASK, "doc_id": 0, "repeats": 1})
+    lm.generate_until([request])
+    return seen
+
+
+@pytest.mark.parametrize("size", [(50, 60), (60, 50)], ids=["portrait", "landscape"])
+def test_llava_next_anyres_evaluation_feeds_the_tiles_training_fed(next_checkpoint, size):
+    from pfmvg_plugin.lmms import state
+
+    image = _portrait(*size)
+    family, trained = _family_train_pixels("llava", next_checkpoint, image)
+    seen = _model_eval_pixels(PfmvgLlava, next_checkpoint, image)
+    assert family.anyres and trained.dim() == 4 and trained.shape[0] > 1  # base view + tiles
+    assert torch.equal(seen["pixel_values"][0], trained)
+    assert seen["image_sizes"][0].tolist() == [32, 32]  # the squashed image is what anyres tiles
+    # a training target read back by evaluation lands on the same pixels (llava floats of the original image)
+    codec = family.codec("llava", family.image_transform())
+    box = (round(0.15 * size[0]), round(0.7 * size[1]), round(0.55 * size[0]), round(0.95 * size[1]))
+    state.note_prompt_convention("llava", TASK)
+    decoded = state.answer_codec(task=TASK).decode(codec.encode([box], size), size).boxes[0]
+    ex, ey = codec.max_error(size)
+    assert all(abs(a - b) <= e for a, b, e in zip(decoded, box, (ex, ey, ex, ey)))
+
+
+def test_llava_next_trains_with_its_image_sizes(next_checkpoint):
+    """One LoRA-free forward/backward on a batch the family built: anyres needs ``image_sizes`` per example."""
+    from transformers import AutoModelForImageTextToText
+
+    family, _ = _family_train_pixels("llava", next_checkpoint, _portrait())
+    model = AutoModelForImageTextToText.from_pretrained(next_checkpoint)
+    transform = family.image_transform()
+    batch = family.collate([family.build_example(transform(_portrait(*s)), "Where?", "[0.10, 0.20, 0.30, 0.40]")
+                            for s in ((50, 60), (60, 50))])
+    assert batch["image_sizes"].tolist() == [[32, 32], [32, 32]]
+    loss = model(**batch).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("size", [(50, 60), (60, 50)], ids=["portrait", "landscape"])
+def test_minigptv2_evaluation_feeds_the_pixels_training_fed(minigptv2_checkpoint, size):
+    from pfmvg_plugin.lmms.minigptv2_model import PfmvgMiniGPTv2
+
+    image = _portrait(*size)
+    _, trained = _family_train_pixels("minigptv2", minigptv2_checkpoint, image)
+    seen = _model_eval_pixels(PfmvgMiniGPTv2, minigptv2_checkpoint, image)
+    assert trained.shape == (3, 56, 56)
+    assert torch.equal(seen["pixel_values"][0], trained)

@@ -98,8 +98,8 @@ class Family(ABC):
     model_types: tuple[str, ...] = ()
     #: ``data.image_resize`` when the config sets none.
     default_image_resize: str = "squash"
-    #: Encoded pixels are one fixed-size tensor per image, so the data pipeline may cache (and flip) them; a
-    #: dynamic-resolution family caches the images instead.
+    #: Encoded pixels are one fixed-size tensor per image that a horizontal flip of the tensor mirrors, so the data
+    #: pipeline may cache (and flip) them; otherwise (tiles, patch sequences) it keeps the images.
     cache_pixels: bool = True
 
     def __init__(self) -> None:

@@ -1,4 +1,5 @@
-"""The LLaVA family through ``transformers`` (``LlavaForConditionalGeneration`` + ``LlavaProcessor``).
+"""The LLaVA family through ``transformers``: LLaVA-1.5 (``LlavaForConditionalGeneration``) and LLaVA-NeXT
+(``LlavaNextForConditionalGeneration``, anyres tiling; each example carries its ``image_sizes``).
 
 Prompts are rendered with the processor's chat template exactly as at inference (``USER: <image>\\n{text}
 ASSISTANT:`` for LLaVA-1.5), the answer is what the template appends after the generation prompt (`` {answer}</s>``),
@@ -52,10 +53,11 @@ def processor_input_size(image_processor) -> tuple[int, int]:
 class LlavaFamily(Family):
     name = "llava"
     prompt_convention = "llava"
-    model_types = ("llava", "llava_next", "llava_onevision")
+    model_types = ("llava", "llava_next")
 
     def __init__(self) -> None:
         super().__init__()
+        self.anyres = False
         self._n_image_tokens: int | None = None
         self._input_size: tuple[int, int] | None = None
         self._render: ChatRenderer | None = None
@@ -75,6 +77,10 @@ class LlavaFamily(Family):
         self._input_size = processor_input_size(processor.image_processor)
         self._n_image_tokens = None
         self._render = ChatRenderer(processor, self._fallback)
+        # LLaVA-NeXT's anyres: the image is tiled, and the model needs each image's size to undo the tiling; a
+        # flipped tensor of tiles is not the flipped image, so the data pipeline keeps images, not tensors
+        self.anyres = getattr(processor.image_processor, "image_grid_pinpoints", None) is not None
+        self.cache_pixels = not self.anyres
 
     @classmethod
     def build_tiny(cls, out_dir, **kwargs):
@@ -146,8 +152,16 @@ class LlavaFamily(Family):
         ids = torch.tensor(prompt_ids + answer_ids, dtype=torch.long)
         labels = ids.clone()
         labels[: len(prompt_ids)] = IGNORE_INDEX
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
-                "pixel_values": pixel_values}
+        example = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+                   "pixel_values": pixel_values}
+        if self.anyres:  # every image is at the input size already (the family's squash or pad)
+            example["image_sizes"] = torch.tensor([self._input_size[1], self._input_size[0]])
+        return example
 
     def collate(self, examples: Sequence[dict]) -> dict:
-        return right_padded_batch(examples, self.processor.tokenizer.pad_token_id)
+        import torch
+
+        batch = right_padded_batch(examples, self.processor.tokenizer.pad_token_id)
+        if self.anyres:
+            batch["image_sizes"] = torch.stack([e["image_sizes"] for e in examples])
+        return batch

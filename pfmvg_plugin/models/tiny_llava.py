@@ -188,6 +188,7 @@ def build_tiny_llava(
     vision_position_init: str = "random",
     number_embedding_init: str = "random",
     text_model: str = "llama",
+    architecture: str = "llava",
 ) -> Path:
     """Write a tiny LLaVA-1.5 checkpoint (safetensors weights, tokenizer, processor, chat template) to ``out_dir``.
 
@@ -222,6 +223,10 @@ def build_tiny_llava(
             synthcxr with the target box painted white on a black image (the easiest possible image): after 1000
             steps the 2-layer OPT reaches Acc@0.5 0.65, the Llama 0.50 (``docs/demo_learning.md``; used by
             ``make demo``).
+
+        architecture: ``llava`` (LLaVA-1.5: one ``image_size`` view) or ``llava_next`` (LLaVA-NeXT: ``anyres``, the
+            image tiled over the best of LLaVA-NeXT's released grid pinpoints, scaled from 336 to ``image_size``,
+            plus a base view; its image processor pads and tiles like ``llava-hf/llava-v1.6-*``).
 
     Returns:
         ``Path(out_dir)``. Loads offline with ``AutoModelForImageTextToText.from_pretrained(out_dir)`` and
@@ -284,17 +289,22 @@ def build_tiny_llava(
         pad_token_id=ids[PAD],
         init_std=init_std,
     )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=ids[IMAGE],
-        image_seq_length=n_patches,
-        projector_hidden_act="gelu",
-        vision_feature_select_strategy="default",  # drop CLS, as LLaVA-1.5
-        vision_feature_layer=-1,  # the last layer: with 2 layers, LLaVA's -2 would leave one layer unused
-    )
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    common = {
+        "vision_config": vision, "text_config": text, "image_token_index": ids[IMAGE], "image_seq_length": n_patches,
+        "projector_hidden_act": "gelu",
+        "vision_feature_select_strategy": "default",  # drop CLS, as LLaVA-1.5
+        "vision_feature_layer": -1,  # the last layer: with 2 layers, LLaVA's -2 would leave one layer unused
+    }
+    pinpoints = [[h * image_size // 336, w * image_size // 336] for h, w in LLAVA_NEXT_PINPOINTS]
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
+    if architecture == "llava_next":
+        from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+        model = LlavaNextForConditionalGeneration(LlavaNextConfig(**common, image_grid_pinpoints=pinpoints)).eval()
+    else:
+        model = LlavaForConditionalGeneration(LlavaConfig(**common)).eval()
     if vision_position_init == "sincos":
         _sincos_positions(model)
     if number_embedding_init == "sincos":
@@ -304,13 +314,23 @@ def build_tiny_llava(
     )
     model.save_pretrained(out, safe_serialization=True)
 
-    image_processor = LlavaImageProcessor(
-        size={"height": image_size, "width": image_size},
-        crop_size={"height": image_size, "width": image_size},
-        do_center_crop=False,
-        do_pad=False,
-    )
-    processor = LlavaProcessor(
+    if architecture == "llava_next":  # the released LLaVA-NeXT processor, scaled: resize, crop, anyres tiling
+        from transformers import LlavaNextImageProcessor, LlavaNextProcessor
+
+        image_processor = LlavaNextImageProcessor(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+            image_grid_pinpoints=pinpoints, do_center_crop=True, do_pad=True, resample=3,
+        )
+        processor_class = LlavaNextProcessor
+    else:
+        image_processor = LlavaImageProcessor(
+            size={"height": image_size, "width": image_size},
+            crop_size={"height": image_size, "width": image_size},
+            do_center_crop=False,
+            do_pad=False,
+        )
+        processor_class = LlavaProcessor
+    processor = processor_class(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=patch_size,
@@ -337,6 +357,7 @@ def build_tiny_llava(
                 "vision_position_init": vision_position_init,
                 "number_embedding_init": number_embedding_init,
                 "text_model": text_model,
+                "architecture": architecture,
             },
             indent=2,
         )
@@ -346,6 +367,9 @@ def build_tiny_llava(
 
 
 TEXT_MODELS = ("llama", "opt")
+ARCHITECTURES = ("llava", "llava_next")
+#: ``image_grid_pinpoints`` of llava-hf/llava-v1.6-* (height, width at a 336-px tower).
+LLAVA_NEXT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
 
 
 def _text_config(kind: str, *, vocab_size: int, hidden_size: int, num_hidden_layers: int, num_attention_heads: int,

@@ -262,7 +262,7 @@ class TrainingData:
                         image, size = self._load_image(src, rec)
                         if self.pixel_cache:
                             image = self.backbone.encode_image(image)
-                        elif not self.backbone.cache_pixels:  # full-size images: checked here, read when used
+                        elif self.transform.size is None:  # full-size images: checked here, read when used
                             image = None
                         src.images[key] = (image, size)
                     except Exception as e:  # unreadable file or wrong size: a bad record
