@@ -136,6 +136,12 @@ def main(argv=None) -> int:
     where = {"device": args.device, "dtype": args.dtype}
     ours = PfmvgLlava(pretrained=str(ckpt), batch_size=args.batch_size, **where)
     ours_b1 = PfmvgLlava(pretrained=str(ckpt), batch_size=1, **where)
+    # pfmvg_llava shows images through the llava family's image function (a squash to the processor's input; the
+    # processor's own resize is then a no-op); llava_hf hands them to the processor as they are. The docs hold the
+    # images already at the input size, so all three see the same pixels and their answers can be compared.
+    if ours.image_fn is not None:
+        for doc in docs:
+            doc["image"] = ours.image_fn(doc["image"].convert("RGB"))
     device_map = args.device if args.device == "cpu" or ":" in args.device else f"{args.device}:0"
     theirs = LlavaHf(pretrained=str(ckpt), batch_size=1, device_map=device_map, **where)
     models = {"pfmvg_llava": ours, "pfmvg_llava_b1": ours_b1, "llava_hf": theirs}
