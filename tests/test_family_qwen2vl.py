@@ -22,6 +22,7 @@ transformers = pytest.importorskip("transformers")
 if not hasattr(transformers, "Qwen2_5_VLForConditionalGeneration"):
     pytest.skip("this transformers has no Qwen2.5-VL", allow_module_level=True)
 
+from helpers_eval import TASK, inputs_to_generate, lmms_eval_as, task_results  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pfmvg_plugin.codecs import get_codec  # noqa: E402
@@ -37,7 +38,6 @@ PUBLISHED = {
     "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
 }
 SIZES = [(250, 300), (300, 250), (2544, 3056), (1024, 1024), (90, 700)]
-TASK, SPLIT = "pixels", "test"
 
 
 def published_processor(**overrides):
@@ -123,27 +123,6 @@ def _record(qwen_dir, tmp_path):
     return model_dir, family, codec
 
 
-def _eval_pixels(model_dir, image):
-    from lmms_eval.api.instance import Instance
-
-    from pfmvg_plugin.lmms.llava_model import PfmvgLlava
-
-    lm = PfmvgLlava(pretrained=str(model_dir), max_new_tokens=1)
-    lm.task_dict = {TASK: {SPLIT: [{"image": image}]}}
-    seen = {}
-
-    def generate(**kwargs):
-        seen.update(kwargs)
-        return torch.cat([kwargs["input_ids"], kwargs["input_ids"][:, :1]], dim=1)
-
-    lm._model.generate = generate
-    request = Instance(request_type="generate_until",
-                       arguments=("Where is it?", {"max_new_tokens": 1}, lambda doc: [doc["image"]], 0, TASK, SPLIT),
-                       idx=0, metadata={"task": TASK, "doc_id": 0, "repeats": 1})
-    lm.generate_until([request])
-    return seen
-
-
 @pytest.mark.parametrize("size", [(250, 300), (300, 250)], ids=["portrait", "landscape"])
 def test_evaluation_feeds_the_pixels_training_fed_and_decodes_in_the_training_frame(qwen_dir, tmp_path, size):
     pytest.importorskip("lmms_eval")
@@ -153,7 +132,9 @@ def test_evaluation_feeds_the_pixels_training_fed_and_decodes_in_the_training_fr
     image, box = bright_box_image(*size)
     target = codec.encode([box], size)
     trained = family.build_example(image, "Where is it?", target)
-    seen = _eval_pixels(model_dir, image)
+    from pfmvg_plugin.lmms.llava_model import PfmvgLlava
+
+    seen = inputs_to_generate(PfmvgLlava, model_dir, image)
     assert torch.equal(seen["image_grid_thw"], trained["image_grid_thw"])
     assert torch.equal(seen["pixel_values"], trained["pixel_values"])
     # the training target, answered back, lands on the same pixels within the codec's quantisation
@@ -179,6 +160,7 @@ import numpy as np
 import torch
 
 from pfmvg_plugin.lmms.llava_model import PfmvgLlava
+from pfmvg_plugin.lmms.minigptv2_model import PfmvgMiniGPTv2
 
 
 def qwen_image(pixel_values, grid, merge=2, patch=14, temporal=2):
@@ -195,6 +177,14 @@ def bright_box(image):
 
 
 def generate(self, prompts, images, settings):
+    if isinstance(self, PfmvgMiniGPTv2):  # MiniGPT-v2: {<x1><y1><x2><y2>}, 0-100 of its 448-squashed input
+        answers = []
+        for image in self.processor(prompts, images)["pixel_values"]:
+            gray = image.mean(0).numpy()
+            x1, y1, x2, y2 = bright_box(gray)
+            h, w = gray.shape
+            answers.append("{<%d><%d><%d><%d>}" % (100 * x1 / w, 100 * y1 / h, 100 * x2 / w, 100 * y2 / h))
+        return answers
     inputs = self.processor(text=prompts, images=images or None, return_tensors="pt", padding=True)
     answers = []
     if "image_grid_thw" in inputs:
@@ -214,6 +204,7 @@ def generate(self, prompts, images, settings):
 
 
 PfmvgLlava._generate = generate
+PfmvgMiniGPTv2._generate = generate
 from lmms_eval.__main__ import cli_evaluate
 sys.argv = ["lmms-eval", *sys.argv[1:]]
 cli_evaluate()
@@ -258,27 +249,35 @@ def llava_crop_dir(tmp_path_factory):
     return ckpt
 
 
+@pytest.fixture(scope="module")
+def minigptv2_dir(tmp_path_factory):
+    from pfmvg_plugin.models.minigptv2.tiny import build_tiny_minigptv2
+
+    return build_tiny_minigptv2(tmp_path_factory.mktemp("minigptv2") / "ckpt")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llava", "qwen25vl"])
-def test_a_model_reading_its_own_pixels_scores_perfectly_through_the_cli(family, qwen_dir, llava_crop_dir, tmp_path):
+@pytest.mark.parametrize("family", ["llava", "minigptv2", "qwen25vl"])
+def test_a_model_reading_its_own_pixels_scores_perfectly_through_the_cli(family, qwen_dir, llava_crop_dir,
+                                                                         minigptv2_dir, tmp_path):
     """Black box per family: the answer is where the box is in the pixels the model received, in its own format;
     the whole pipeline (family image function, prompt convention, frame-aware decoding) must give Acc@0.5 = 1.0 on
     portrait and landscape images. Before the families, pfmvg_llava handed the raw image to LLaVA-1.5's crop
     processor and decoded Qwen2.5-VL answers against the released pixel budget: both scored below 0.5."""
     pytest.importorskip("lmms_eval")
-    model_dir = qwen_dir if family == "qwen25vl" else llava_crop_dir
+    model_dir = {"qwen25vl": qwen_dir, "llava": llava_crop_dir, "minigptv2": minigptv2_dir}[family]
     data_root = tmp_path / "data"
     _bright_box_dataset(data_root / "synthcxr", [(100, 150), (150, 100), (90, 160), (160, 120)])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PFMVG_DATA_ROOT": str(data_root),
            "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "hf_cache"), "PFMVG_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", PIXEL_READER, "--model", "pfmvg_llava", "--model_args",
+    model_name = "pfmvg_minigptv2" if family == "minigptv2" else "pfmvg_llava"
+    out = subprocess.run([sys.executable, "-c", PIXEL_READER, "--model", model_name, "--model_args",
                           f"pretrained={model_dir}", "--tasks", "synthcxr_grounding", "--batch_size", "2",
                           "--output_path", str(tmp_path / "out"), "--log_samples"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    results_files = list((tmp_path / "out").rglob("*_results.json"))
-    assert len(results_files) == 1, out.stdout[-2000:] + out.stderr[-4000:]
-    results = json.loads(results_files[0].read_text())["results"]["synthcxr_grounding"]
-    assert results["prompt_convention,none"] == ("qwen25vl" if family == "qwen25vl" else "llava")
+    results = task_results(tmp_path / "out", "synthcxr_grounding", out)
+    assert results["prompt_convention,none"] == {"qwen25vl": "qwen25vl", "llava": "llava",
+                                                  "minigptv2": "minigptv2"}[family]
     assert results["n_scored,none"] == 4 and results["parse_failure_rate,none"] == 0.0
     assert results["acc@0.5,none"] == 1.0, results
 
@@ -322,9 +321,7 @@ def test_lora_zero2_trains_like_bare_torch_and_the_adapter_scores_through_lmms_e
                           f"pretrained={qwen_dir},adapter={res.adapter_dir}", "--tasks", "synthcxr_grounding",
                           "--batch_size", "2", "--output_path", str(tmp_path / "out"), "--log_samples"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
-    results_files = list((tmp_path / "out").rglob("*_results.json"))
-    assert len(results_files) == 1, out.stdout[-2000:] + out.stderr[-4000:]
-    results = json.loads(results_files[0].read_text())["results"]["synthcxr_grounding"]
+    results = task_results(tmp_path / "out", "synthcxr_grounding", out)
     assert results["prompt_convention,none"] == "qwen25vl"
     assert results["n_scored,none"] == 4 and results["generation_error_rate,none"] == 0.0
 
@@ -365,16 +362,6 @@ class QwenStandIn(lmms):
         raise NotImplementedError
 '''
 
-RUN_AS = '''
-import sys
-from lmms_eval.models import MODEL_REGISTRY_V2
-from lmms_eval.models.registry_v2 import ModelManifest
-MODEL_REGISTRY_V2.register_manifest(ModelManifest(model_id="qwen2_5_vl", simple_class_path="stand_in.QwenStandIn"),
-                                    overwrite=True)
-from lmms_eval.__main__ import cli_evaluate
-sys.argv = ["lmms-eval", *sys.argv[1:]]
-cli_evaluate()
-'''
 
 
 def lmms_eval_qwen25_defaults() -> dict:
@@ -429,13 +416,10 @@ def test_lmms_evals_qwen2_5_vl_is_decoded_in_the_frame_it_resized_to(tmp_path, m
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PFMVG_DATA_ROOT": str(data_root),
            "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "hf_cache"), "PFMVG_NO_PROGRESS": "1",
            "PYTHONPATH": str(tmp_path)}
-    args = ["--model", "qwen2_5_vl", "--force_simple", "--tasks", "synthcxr_grounding", "--output_path",
-            str(tmp_path / "out"), "--log_samples", *(["--model_args", model_args] if model_args else [])]
-    out = subprocess.run([sys.executable, "-c", RUN_AS, *args], capture_output=True, text=True, timeout=300,
-                         cwd=tmp_path, env=env)
-    results_files = list((tmp_path / "out").rglob("*_results.json"))
-    assert len(results_files) == 1, out.stdout[-2000:] + out.stderr[-4000:]
-    results = json.loads(results_files[0].read_text())["results"]["synthcxr_grounding"]
+    args = ["--force_simple", "--tasks", "synthcxr_grounding", "--output_path", str(tmp_path / "out"),
+            "--log_samples", *(["--model_args", model_args] if model_args else [])]
+    out = lmms_eval_as("qwen2_5_vl", "stand_in.QwenStandIn", args, tmp_path, env)
+    results = task_results(tmp_path / "out", "synthcxr_grounding", out)
     assert results["prompt_convention,none"] == "qwen25vl" and results["parse_failure_rate,none"] == 0.0
     assert results["acc@0.5,none"] == 1.0, results
     (samples,) = (tmp_path / "out").rglob("*_samples_synthcxr_grounding.jsonl")

@@ -262,7 +262,8 @@ def test_template_generation_settings_and_model_conventions():
     assert conventions["openai_compatible"] == conventions["gpt4v"] == conventions["openai"] == "api"
     assert conventions["pfmvg_llava"] == conventions["pfmvg_minigptv2"] == "model"
     frames = {model: kw.get("frame") for model, kw in config["lmms_eval_specific_kwargs"].items()}
-    assert frames == {**{model: None for model in frames}, "llava_hf": "pad"}  # only llava_hf's processor crops
+    # the LLaVA-1.5 classes (llava_hf's processor crops; the original repo's class pads itself) see the padded square
+    assert frames == {**{model: None for model in frames}, "llava_hf": "pad", "llava": "pad"}
     group = _yaml("med_grounding.yaml")
     assert group["group"] == "med_grounding"
     assert set(group["task"]) == set(TASK_SOURCES) - {"mscxr_grounding_val"}

@@ -447,3 +447,51 @@ def test_record_keys_match_the_tasks():
 
     assert RECORD_KEYS == {"grounding": grounding_task.SAMPLE_KEY, "vqa": vqa_task.SAMPLE_KEY,
                            "report": report_task.SAMPLE_KEY}
+
+
+def _comparison_run(ds: PreparedDataset, root: Path, model: str, answer_fn) -> Path:
+    """An lmms-eval run dir of ``model`` whose answer to each record is ``answer_fn(i, rec)`` (LLaVA floats)."""
+    run = root / model / f"org__{model}"
+    run.mkdir(parents=True)
+    lines = []
+    for i, rec in enumerate(_records(ds)):
+        answer = answer_fn(i, rec)
+        lines.append(_line(i, _our_record(rec, ds, answer), answer))
+    (run / f"{DATE}_samples_{TASK}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (run / f"{DATE}_results.json").write_text(json.dumps(
+        {"results": {TASK: {"alias": TASK}}, "config": {"model": model, "model_args": f"pretrained=org/{model}"}}))
+    return root / model
+
+
+def test_several_runs_get_one_comparison_page(dataset, tmp_path, monkeypatch):
+    """Two models on the same queries: one table row per run with numbers equal to metrics.aggregate over its own
+    records, format compliance, and one overlay grid whose rows are the runs and whose columns are the same queries."""
+    monkeypatch.setenv("PFMVG_NO_PROGRESS", "1")
+    codec = get_codec("llava")
+
+    def exact(i, rec):
+        return codec.encode([tuple(b) for b in rec["boxes"]], (rec["width"], rec["height"]))
+
+    def half_chatter(i, rec):
+        return "I am not sure." if i % 2 else exact(i, rec)
+
+    good = _comparison_run(dataset, tmp_path, "good_model", exact)
+    weak = _comparison_run(dataset, tmp_path, "weak_model", half_chatter)
+    out = tmp_path / "cmp"
+    assert pfmvg(["report", str(good), str(weak), "--out", str(out), "--queries", "4", "--n-bootstrap", "50"]) == 0
+    summary = json.loads((out / "comparison.json").read_text())["tasks"][TASK]
+    rows = {r["model"]: r for r in summary["rows"]}
+    n = len(_records(dataset))
+    weak_records = [_our_record(rec, dataset, half_chatter(i, rec)) for i, rec in enumerate(_records(dataset))]
+    assert rows["good_model"]["acc@0.5"] == 1.0 and rows["good_model"]["format"]["ok"] == 1.0
+    assert rows["weak_model"]["acc@0.5"] == aggregate(weak_records, n_bootstrap=0)["acc@0.5"]
+    assert rows["weak_model"]["format"]["no_box"] == pytest.approx((n // 2) / n)
+    assert rows["weak_model"]["convention"] == "llava" and rows["weak_model"]["n"] == n
+    assert len(summary["queries"]) == 4 and len(set(summary["queries"])) == 4
+    grid = Image.open(summary["grid"])
+    assert grid.width >= 4 * 192 and grid.height >= 2 * 192  # 4 queries x 2 runs
+    html = (out / "compare.html").read_text()
+    assert "good_model" in html and "weak_model" in html and "grid_" in html
+    # one run is not a comparison: the single-run page, as before
+    assert pfmvg(["report", str(good), "--out", str(tmp_path / "single")]) == 0
+    assert (tmp_path / "single" / "index.html").is_file()

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("lmms_eval")
 
-from lmms_eval.api.instance import Instance  # noqa: E402
+from helpers_eval import TASK, inputs_to_generate  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pfmvg_plugin.families.llava import LlavaFamily  # noqa: E402
@@ -34,7 +34,6 @@ LLAVA15_CLIP = {
     "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
     "do_convert_rgb": True,
 }
-TASK, SPLIT = "pixels", "test"
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +67,7 @@ def _with_record(ckpt, tmp_path, image_resize: str):
 
 def _eval_pixels(model_dir, image: Image.Image) -> torch.Tensor:
     """The ``pixel_values`` pfmvg_llava hands to ``generate`` for one request with ``image``."""
-    lm = PfmvgLlava(pretrained=str(model_dir), max_new_tokens=1)
-    lm.task_dict = {TASK: {SPLIT: [{"image": image}]}}
-    seen = {}
-
-    def generate(**kwargs):
-        seen["pixel_values"] = kwargs["pixel_values"]
-        return torch.cat([kwargs["input_ids"], kwargs["input_ids"][:, :1]], dim=1)
-
-    lm._model.generate = generate
-    request = Instance(request_type="generate_until",
-                       arguments=("cardiomegaly", {"max_new_tokens": 1}, lambda doc: [doc["image"]], 0, TASK, SPLIT),
-                       idx=0, metadata={"task": TASK, "doc_id": 0, "repeats": 1})
-    lm.generate_until([request])
-    return seen["pixel_values"][0]
+    return inputs_to_generate(PfmvgLlava, model_dir, image)["pixel_values"][0]
 
 
 def _train_pixels(model_dir, image: Image.Image, image_resize: str) -> torch.Tensor:
@@ -148,30 +134,13 @@ def _family_train_pixels(name: str, model_dir, image: Image.Image):
     return family, family.encode_image(family.image_transform()(image))
 
 
-def _model_eval_pixels(model_class, model_dir, image: Image.Image) -> dict:
-    lm = model_class(pretrained=str(model_dir), max_new_tokens=1)
-    lm.task_dict = {TASK: {SPLIT: [{"image": image}]}}
-    seen = {}
-
-    def generate(**kwargs):
-        seen.update(kwargs)
-        return torch.cat([kwargs["input_ids"], kwargs["input_ids"][:, :1]], dim=1)
-
-    lm._model.generate = generate
-    request = Instance(request_type="generate_until",
-                       arguments=("cardiomegaly", {"max_new_tokens": 1}, lambda doc: [doc["image"]], 0, TASK, SPLIT),
-                       idx=0, metadata={"task": TASK, "doc_id": 0, "repeats": 1})
-    lm.generate_until([request])
-    return seen
-
-
 @pytest.mark.parametrize("size", [(50, 60), (60, 50)], ids=["portrait", "landscape"])
 def test_llava_next_anyres_evaluation_feeds_the_tiles_training_fed(next_checkpoint, size):
     from pfmvg_plugin.lmms import state
 
     image = _portrait(*size)
     family, trained = _family_train_pixels("llava", next_checkpoint, image)
-    seen = _model_eval_pixels(PfmvgLlava, next_checkpoint, image)
+    seen = inputs_to_generate(PfmvgLlava, next_checkpoint, image)
     assert family.anyres and trained.dim() == 4 and trained.shape[0] > 1  # base view + tiles
     assert torch.equal(seen["pixel_values"][0], trained)
     assert seen["image_sizes"][0].tolist() == [32, 32]  # the squashed image is what anyres tiles
@@ -205,6 +174,6 @@ def test_minigptv2_evaluation_feeds_the_pixels_training_fed(minigptv2_checkpoint
 
     image = _portrait(*size)
     _, trained = _family_train_pixels("minigptv2", minigptv2_checkpoint, image)
-    seen = _model_eval_pixels(PfmvgMiniGPTv2, minigptv2_checkpoint, image)
+    seen = inputs_to_generate(PfmvgMiniGPTv2, minigptv2_checkpoint, image)
     assert trained.shape == (3, 56, 56)
     assert torch.equal(seen["pixel_values"][0], trained)

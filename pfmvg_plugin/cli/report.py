@@ -22,11 +22,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "worst and best answers (question, reference, prediction, image thumbnail). Report generation: "
                     "the corpus metrics (BLEU, ROUGE-L, METEOR, CIDEr-D), and the worst, typical and best reports "
                     "by ROUGE-L, reference and generated side by side with the image. Missing images are listed, "
-                    "never fatal.")
-    p.add_argument("path", type=Path, help="lmms-eval output dir (searched recursively) or a samples .jsonl file")
+                    "never fatal. With two or more runs: a comparison page instead (compare.html): per grounding "
+                    "task a table with a row per run (model, the box language it was asked in, Acc@0.5 and mIoU "
+                    "with CIs, parse failures, format compliance) and one overlay grid of the same queries, a row "
+                    "per run.")
+    p.add_argument("path", type=Path, nargs="+",
+                   help="lmms-eval output dir (searched recursively) or a samples .jsonl file; several: compare them")
     p.add_argument("--out", type=Path, default=None,
                    help="output dir for index.html, summary.json and PNGs (default <path>/pfmvg_report, "
-                        "or next to a samples file)")
+                        "or next to a samples file; for several runs <first run>/../pfmvg_comparison)")
     p.add_argument("--task", default=None, help="report only this task (default: every task found)")
     p.add_argument("--per-category", type=int, default=3, metavar="K",
                    help="grounding: best and worst cases drawn per category (default 3 each)")
@@ -36,11 +40,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--tile", type=int, default=256, help="grounding: overlay tile size in pixels (default 256)")
+    p.add_argument("--queries", type=int, default=6, metavar="K",
+                   help="several runs: queries in each task's overlay grid, the same for every run (default 6)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> dict:
+    if len(args.path) > 1:
+        from pfmvg_plugin.report.compare import build_comparison
+
+        return build_comparison(args.path, out=args.out, task=args.task, queries=args.queries,
+                                n_bootstrap=args.n_bootstrap, seed=args.seed, tile=args.tile)
     from pfmvg_plugin.report import build_report
 
-    return build_report(args.path, out=args.out, task=args.task, per_category=args.per_category,
+    return build_report(args.path[0], out=args.out, task=args.task, per_category=args.per_category,
                         n_bootstrap=args.n_bootstrap, seed=args.seed, tile=args.tile, examples=args.examples)

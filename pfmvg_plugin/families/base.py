@@ -106,10 +106,20 @@ class Family(ABC):
         self.model = None
         self.processor = None
 
-    @abstractmethod
     def load(self, model_path: str, dtype: Any, **kwargs) -> tuple[Any, Any]:
-        """Load ``(model, processor)``; keeps them on ``self`` too. ``kwargs``: ``quantization_config``,
-        ``attn_implementation``."""
+        """Load ``(model, processor)`` (transformers' auto classes) and :meth:`attach` them. ``kwargs``:
+        ``quantization_config``, ``device_map``, ``attn_implementation``."""
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(model_path, **from_pretrained_kwargs(dtype, **kwargs))
+        processor = AutoProcessor.from_pretrained(model_path)
+        self.attach(model, processor)
+        return model, processor
+
+    @abstractmethod
+    def attach(self, model, processor) -> None:
+        """Use an already loaded model (or ``None``: data preparation and evaluation need only the processor) and
+        processor."""
 
     @abstractmethod
     def lora_target_regex(self, names: Sequence[str]) -> str:

@@ -16,7 +16,6 @@ from pfmvg_plugin.families.base import (
     IGNORE_INDEX,
     Family,
     ImageTransform,
-    from_pretrained_kwargs,
     right_padded_batch,
 )
 from pfmvg_plugin.families.chat import ChatRenderer
@@ -63,14 +62,6 @@ class LlavaFamily(Family):
         self._render: ChatRenderer | None = None
 
     # ---- loading ----------------------------------------------------------------------------------------------------
-    def load(self, model_path: str, dtype: Any, **kwargs):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        model = AutoModelForImageTextToText.from_pretrained(model_path, **from_pretrained_kwargs(dtype, **kwargs))
-        processor = AutoProcessor.from_pretrained(model_path)
-        self.attach(model, processor)
-        return model, processor
-
     def attach(self, model, processor) -> None:
         """Use an already loaded model (or ``None``: data preparation needs only the processor) and processor."""
         self.model, self.processor = model, processor

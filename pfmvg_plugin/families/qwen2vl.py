@@ -14,14 +14,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from pfmvg_plugin.codecs import BoxCodec, get_codec
 from pfmvg_plugin.families.base import (
     IGNORE_INDEX,
     Family,
     ImageTransform,
-    from_pretrained_kwargs,
     right_padded_text,
 )
 from pfmvg_plugin.families.chat import ChatRenderer
@@ -62,14 +60,6 @@ class Qwen2VLFamily(Family):
         self._render: ChatRenderer | None = None
 
     # ---- loading ----------------------------------------------------------------------------------------------------
-    def load(self, model_path: str, dtype: Any, **kwargs):
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
-        model = AutoModelForImageTextToText.from_pretrained(model_path, **from_pretrained_kwargs(dtype, **kwargs))
-        processor = AutoProcessor.from_pretrained(model_path)
-        self.attach(model, processor)
-        return model, processor
-
     def attach(self, model, processor) -> None:
         """Use an already loaded model (or ``None``) and processor."""
         self.model, self.processor = model, processor

@@ -42,7 +42,15 @@ from pfmvg_plugin.data.store import data_root
 from pfmvg_plugin.lmms import state, task_data
 from pfmvg_plugin.lmms.answers import is_error_answer
 from pfmvg_plugin.lmms.task_data import ERROR_DOC_ID, DataNotPreparedError, check_doc, one_label
-from pfmvg_plugin.metrics import GENERATION_ERROR, SampleScore, aggregate, score_sample, score_text
+from pfmvg_plugin.metrics import (
+    FORMAT_CLASSES,
+    GENERATION_ERROR,
+    SampleScore,
+    aggregate,
+    format_compliance,
+    score_sample,
+    score_text,
+)
 from pfmvg_plugin.prompts import build_prompt
 
 #: Re-exported from :mod:`.task_data` (tests and ``tasks/grounding/utils.py`` reach them through this module).
@@ -73,7 +81,9 @@ PREPARE_COMMANDS = {
 }
 
 #: Headline metrics, one scalar row each in the results table.
-HEADLINE_METRICS = ("acc@0.1", "acc@0.3", "acc@0.5", "miou", "mdice", "parse_failure_rate", "generation_error_rate")
+HEADLINE_METRICS = ("acc@0.1", "acc@0.3", "acc@0.5", "miou", "mdice", "parse_failure_rate", "generation_error_rate",
+                    "format/ok", "format/no_box", "format/wrong_format", "format/out_of_range")
+
 #: Metrics reported per category.
 CATEGORY_METRICS = ("acc@0.5", "miou")
 #: Per-category bucket for VinDr classes outside the listed ones (the PhysioNet release has more local labels).
@@ -357,6 +367,22 @@ image_errors = task_data.count_image_errors
 n_scored = task_data.count_scored
 
 
+def _format_share(name: str) -> Callable[[list], float | None]:
+    """``format/<name>``: the share of the scored answers in format class ``name`` (:data:`FORMAT_CLASSES`)."""
+
+    def share(items: list) -> float | None:
+        return format_compliance([str(item.get("status")) for item in items if isinstance(item, Mapping)])[name]
+
+    return task_data.guarded_aggregation(f"format/{name}", share,
+                                         f"share of the scored answers with status {', '.join(FORMAT_CLASSES[name])}.")
+
+
+format_ok = _format_share("ok")
+format_no_box = _format_share("no_box")
+format_wrong_format = _format_share("wrong_format")
+format_out_of_range = _format_share("out_of_range")
+
+
 #: Aggregation function per metric (the YAMLs reference these through ``utils.py``).
 AGGREGATIONS: dict[str, Callable] = {
     "acc@0.1": acc_at_0_1,
@@ -368,5 +394,9 @@ AGGREGATIONS: dict[str, Callable] = {
     "generation_error_rate": generation_error_rate,
     "n_scored": n_scored,
     "image_errors": image_errors,
+    "format/ok": format_ok,
+    "format/no_box": format_no_box,
+    "format/wrong_format": format_wrong_format,
+    "format/out_of_range": format_out_of_range,
 }
 

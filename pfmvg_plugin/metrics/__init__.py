@@ -10,12 +10,14 @@
 
 from pfmvg_plugin.metrics.grounding import (
     DEFAULT_THRESHOLDS,
+    FORMAT_CLASSES,
     GENERATION_ERROR,
     MultiBoxMode,
     SampleScore,
     aggregate,
     bootstrap_means,
     dice,
+    format_compliance,
     iou,
     score_sample,
     score_text,
@@ -24,12 +26,14 @@ from pfmvg_plugin.metrics.grounding import (
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "FORMAT_CLASSES",
     "GENERATION_ERROR",
     "MultiBoxMode",
     "SampleScore",
     "aggregate",
     "bootstrap_means",
     "dice",
+    "format_compliance",
     "iou",
     "score_sample",
     "score_text",

@@ -50,6 +50,21 @@ _BOOTSTRAP_BLOCK = 4_000_000
 #: but counted apart from parse failures: it says the run was broken, not that the model answered badly.
 GENERATION_ERROR = "generation_error"
 
+#: Format compliance: how an answer was written, whatever it points at. Parse statuses by class; generation and
+#: scoring errors are in none. It tells a model that cannot write the format from one that cannot find the finding.
+FORMAT_CLASSES: dict[str, tuple[str, ...]] = {
+    "ok": ("ok",),
+    "no_box": ("no_box",),
+    "wrong_format": ("malformed", "non_finite", "not_text"),
+    "out_of_range": ("out_of_range", "zero_area"),
+}
+
+
+def format_compliance(statuses: Sequence[str]) -> dict[str, float | None]:
+    """Share of ``statuses`` (one per scored answer) in each :data:`FORMAT_CLASSES` class (None when empty)."""
+    n = len(statuses)
+    return {name: (sum(s in members for s in statuses) / n if n else None) for name, members in FORMAT_CLASSES.items()}
+
 
 class MultiBoxMode(str, Enum):
     """How a prediction is scored against several GT boxes of one phrase (see the module docstring)."""

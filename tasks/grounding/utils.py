@@ -19,6 +19,10 @@ parse_failure_rate = _task.parse_failure_rate
 generation_error_rate = _task.generation_error_rate
 n_scored = _task.n_scored
 image_errors = _task.image_errors
+format_ok = _task.format_ok
+format_no_box = _task.format_no_box
+format_wrong_format = _task.format_wrong_format
+format_out_of_range = _task.format_out_of_range
 one_label = _task.one_label
 
 # process_docs per task YAML (each also tells the data check before the run what it needs)
@@ -28,3 +32,6 @@ chestxray8_test_docs = _task.docs_for("chestxray8", "test")
 vindr_test_docs = _task.docs_for("vindr", "test")
 synthcxr_test_docs = _task.docs_for("synthcxr", "test")
 slake_grounding_test_docs = _task.docs_for("slake_grounding", "test")
+# the uniform-protocol variants read the same data under their own task key
+mscxr_uniform_docs = _task.docs_for("mscxr", "test", name="mscxr_grounding_uniform")
+synthcxr_uniform_docs = _task.docs_for("synthcxr", "test", name="synthcxr_grounding_uniform")
