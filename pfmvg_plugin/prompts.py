@@ -10,12 +10,10 @@ Conventions:
 - ``api``: for API models (GPT-4V and other OpenAI-compatible endpoints): explicit normalised floats, no tokens.
 - ``qwen2vl`` / ``qwen25vl``: Qwen-style grounding requests.
 - ``internvl``, ``minicpmv``, ``cogvlm``, ``glm4v``, ``gemini``, ``qwen3vl``, ``shikra``, ``ferret``: each family's own
-  grounding prompt, answered in its native box format (the codec of the same name, whose docstring names the source).
-
-``PENDING_CONVENTIONS`` holds the official prompts of the families whose box languages cannot write an arbitrary box
-exactly (``deepseekvl2``: 999 steps, ``paligemma``: 1023, ``florence2``: bin centres, ``kosmos2``: a 32x32 grid).
-They are not in ``CONVENTIONS`` yet because the grounding-task tests expect every convention but ``qwen25vl`` to
-round-trip their test boxes exactly; move them over together with a per-convention tolerance in those tests.
+  grounding prompt, answered in its native box format (the codec of the same name, whose docstring names the source);
+- ``deepseekvl2``, ``paligemma`` (y first), ``florence2``, ``kosmos2``: the same for the families whose box languages
+  quantise coarsely (999 steps, 1023 steps, bin centres, a 32x32 patch grid); their answers are scored with the
+  error their grid allows (the codec's ``max_error``).
 """
 
 from __future__ import annotations
@@ -150,23 +148,17 @@ _FAMILIES = (
     _family("qwen3vl", "Locate {phrase} in the image. Report bbox coordinates in JSON format."),
     _family("shikra", "Where is {phrase} in the image? answer in [x0,y0,x1,y1] format."),
     _family("ferret", "What is the location of {phrase} in the image?"),
+    # coarse grids: a box is written to within 1/999 (DeepSeek-VL2), 1/1023 (PaliGemma), one of 1000 bins (Florence-2)
+    # or one of 32 x 32 patches (Kosmos-2) of the image side
+    _family("deepseekvl2", "<|ref|>{phrase}<|/ref|>."),  # the model's chat template puts "<image>\n" before it
+    _family("paligemma", "detect {phrase}"),  # the processor appends the "\n" the prompt ends with
+    _family("florence2", "<CAPTION_TO_PHRASE_GROUNDING>{phrase}"),
+    _family("kosmos2", "<grounding><phrase> {phrase}</phrase>"),
 )
 
 CONVENTIONS: dict[str, PromptSet] = {
     p.convention: p for p in (_MINIGPTV2, _LLAVA, _API, _QWEN2VL, _QWEN25VL, *_FAMILIES)
 }
-
-#: Official prompts of families whose box language quantises coarsely; not selectable yet (see the module docstring).
-PENDING_CONVENTIONS: dict[str, PromptSet] = {
-    p.convention: p
-    for p in (
-        _family("deepseekvl2", "<|ref|>{phrase}<|/ref|>."),  # the model's chat template puts "<image>\n" before it
-        _family("paligemma", "detect {phrase}"),  # the processor appends the "\n" the prompt ends with
-        _family("florence2", "<CAPTION_TO_PHRASE_GROUNDING>{phrase}"),
-        _family("kosmos2", "<grounding><phrase> {phrase}</phrase>"),
-    )
-}
-
 
 def get_prompts(convention: str) -> PromptSet:
     try:

@@ -22,7 +22,7 @@ from pfmvg_plugin.codecs import (
     get_codec,
     point_hit,
 )
-from pfmvg_plugin.prompts import CONVENTIONS, PENDING_CONVENTIONS, build_prompt, get_prompts
+from pfmvg_plugin.prompts import build_prompt, get_prompts
 
 LAND = (640, 400)  # landscape: x in thousandths * 0.64, y * 0.4
 PORT = (300, 700)  # portrait: x in thousandths * 0.3, y * 0.7
@@ -415,15 +415,12 @@ def test_family_conventions_use_the_official_prompt_and_codec(convention):
         assert build_prompt(family, convention, question="Is it normal?")
 
 
-def test_pending_conventions_are_not_selectable_yet():
-    assert set(PENDING_CONVENTIONS) == {"deepseekvl2", "paligemma", "florence2", "kosmos2"}
-    assert not set(PENDING_CONVENTIONS) & set(CONVENTIONS)
-    for name, prompts in PENDING_CONVENTIONS.items():
+def test_coarse_grid_conventions_use_their_official_prompts():
+    for name in ("deepseekvl2", "paligemma", "florence2", "kosmos2"):
+        prompts = get_prompts(name)
         assert prompts.codec == name and name in available_codecs()
         assert "{phrase}" in prompts.refer[0]
-    assert PENDING_CONVENTIONS["kosmos2"].refer[0].format(phrase="a nodule") == (
-        "<grounding><phrase> a nodule</phrase>"
-    )
-    assert PENDING_CONVENTIONS["florence2"].refer[0].format(phrase="a") == "<CAPTION_TO_PHRASE_GROUNDING>a"
-    assert PENDING_CONVENTIONS["paligemma"].refer[0].format(phrase="a") == "detect a"
-    assert PENDING_CONVENTIONS["deepseekvl2"].refer[0].format(phrase="a") == "<|ref|>a<|/ref|>."
+    assert build_prompt("refer", "kosmos2", phrase="a nodule") == "<grounding><phrase> a nodule</phrase>"
+    assert build_prompt("refer", "florence2", phrase="a") == "<CAPTION_TO_PHRASE_GROUNDING>a"
+    assert build_prompt("refer", "paligemma", phrase="a") == "detect a"
+    assert build_prompt("refer", "deepseekvl2", phrase="a") == "<|ref|>a<|/ref|>."

@@ -8,6 +8,7 @@ parse failure or a miss, never a hit on a wrong box; Gemini's y-first boxes read
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -60,6 +61,34 @@ def llava(box, size):
     return f"[{box[0] / w:.2f}, {box[1] / h:.2f}, {box[2] / w:.2f}, {box[3] / h:.2f}]"
 
 
+def deepseekvl2(box, size):
+    w, h = size
+    x1, y1, x2, y2 = (round(v / s * 999) for v, s in zip(box, (w, h, w, h)))
+    return f"<|ref|>{PHRASE}<|/ref|><|det|>[[{x1}, {y1}, {x2}, {y2}]]<|/det|>"
+
+
+def paligemma(box, size):
+    w, h = size
+    y1, x1, y2, x2 = (round(box[1] / h * 1023), round(box[0] / w * 1023), round(box[3] / h * 1023),
+                      round(box[2] / w * 1023))
+    return f"<loc{y1:04d}><loc{x1:04d}><loc{y2:04d}><loc{x2:04d}> {PHRASE}"
+
+
+def florence2(box, size):
+    w, h = size
+    bins = [min(999, math.floor(v / s * 1000)) for v, s in zip(box, (w, h, w, h))]
+    return PHRASE + "".join(f"<loc_{b}>" for b in bins)
+
+
+def kosmos2(box, size):
+    """transformers' Kosmos-2 ``coordinate_to_patch_index`` on a 32 x 32 grid."""
+    w, h = size
+    n = 32
+    ul = math.floor(box[0] / w * n) + math.floor(box[1] / h * n) * n
+    lr = math.ceil(box[2] / w * n - 1) + math.ceil(box[3] / h * n - 1) * n
+    return f"<grounding><phrase> {PHRASE}</phrase><object><patch_index_{ul:04d}><patch_index_{lr:04d}></object>"
+
+
 #: --model name -> (expected convention, answer writer)
 FAMILIES = {
     "qwen3_vl": ("qwen3vl", qwen3vl),
@@ -69,6 +98,13 @@ FAMILIES = {
     "gemini": ("gemini", gemini),
     "llava_onevision": ("llava", llava),
 }
+#: served model name (behind a generic backend: these families have no lmms-eval class) -> (convention, writer)
+SERVED = {
+    "deepseek-ai/deepseek-vl2-small": ("deepseekvl2", deepseekvl2),
+    "google/paligemma2-3b-mix-448": ("paligemma", paligemma),
+    "microsoft/Florence-2-large": ("florence2", florence2),
+    "microsoft/kosmos-2-patch14-224": ("kosmos2", kosmos2),
+}
 #: every lmms-eval 0.7 name of these families (FAMILIES.md) -> the convention the task asks it in
 ALIASES = {
     "qwen3_vl": "qwen3vl", "qwen3_5": "qwen3vl", "internvl": "internvl", "internvl2": "internvl",
@@ -76,6 +112,9 @@ ALIASES = {
     "minicpm_o": "minicpmv", "glm4v": "glm4v", "gemini": "gemini", "gemini_api": "gemini",
     "llava_onevision": "llava", "llava_onevision1_5": "llava", "llava_onevision2": "llava", "llava": "llava",
     "llava_hf": "llava", "qwen2_vl": "qwen2vl", "qwen2_5_vl": "qwen25vl",
+    # generic backends: decided by the model they serve (pfmvg_plugin.lmms.served)
+    "vllm": "served", "vllm_generate": "served", "sglang": "served", "huggingface": "served", "openai": "served",
+    "openai_compatible": "served", "litellm": "served", "gpt4v": "api", "claude": "api",
 }
 
 
@@ -90,24 +129,56 @@ def test_every_lmms_eval_name_of_a_family_is_asked_in_its_language():
     kwargs = yaml.safe_load(text)["lmms_eval_specific_kwargs"]
     assert {name: kwargs[name]["convention"] for name in ALIASES} == ALIASES
     for name, convention in ALIASES.items():  # each asks with its family's official prompt
-        assert get_prompts(convention).refer, name
+        assert convention == "served" or get_prompts(convention).refer, name
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize(("served", "convention"), [
+    ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen25vl"), ("Qwen/Qwen2-VL-2B-Instruct", "qwen2vl"),
+    ("Qwen/Qwen3-VL-8B-Instruct", "qwen3vl"), ("OpenGVLab/InternVL3-8B", "internvl"),
+    ("openbmb/MiniCPM-V-2_6", "minicpmv"), ("zai-org/GLM-4.5V", "glm4v"), ("gemini-2.5-pro", "gemini"),
+    ("llava-hf/llava-onevision-qwen2-7b-ov-hf", "llava"), ("gpt-4o", "api"), ("claude-3-5-sonnet", "api"),
+    ("my-own-radiology-model", "api"),
+])
+def test_a_generic_backend_is_asked_in_the_language_of_the_model_it_serves(served, convention, capsys):
+    from pfmvg_plugin.lmms.served import served_convention
+
+    assert served_convention({"model": served}) == convention
+    assert served_convention({"model_version": served}) == convention
+    said = capsys.readouterr().err
+    assert ("no box language known" in said) == (served == "my-own-radiology-model")
+
+
+def test_the_environment_override_wins_for_every_model(monkeypatch):
+    from pfmvg_plugin.lmms import state
+
+    monkeypatch.setenv(state.OVERRIDE_ENV, "internvl")
+    assert state.resolve_convention({"convention": "llava"}) == "internvl"
+    monkeypatch.setenv(state.OVERRIDE_ENV, "nonsense")
+    with pytest.raises(ValueError, match="unknown prompt convention"):
+        state.resolve_convention({})
+
+
+LANGUAGES = {**FAMILIES, **SERVED}
+
+
+@pytest.mark.parametrize("name", sorted(LANGUAGES))
 def test_documented_answers_decode_to_the_box_and_other_languages_never_hit(name):
-    convention, write = FAMILIES[name]
+    convention, write = LANGUAGES[name]
     own = get_codec(get_prompts(convention).codec)
-    others = {get_prompts(c).codec for c, _ in FAMILIES.values()} - {own.name}
+    others = {get_prompts(c).codec for c, _ in LANGUAGES.values()} - {own.name}
     for box, size in zip(_boxes(), SIZES):
         answer = write(box, size)
         decoded = own.decode(answer, size)
-        assert decoded.ok and box_iou(decoded.boxes[0], box) > 0.95, (name, answer, decoded)
+        ex, ey = own.max_error(size)  # the format's grid: exact to within its step
+        assert decoded.ok and all(abs(a - b) <= e + 1e-9 for a, b, e in zip(decoded.boxes[0], box, (ex, ey, ex, ey))), (
+            name, answer, decoded)
         for other in others:
             read = get_codec(other).decode(answer, size)
             same_numbers = read.ok and box_iou(read.boxes[0], box) > 0.95
             assert not read.ok or box_iou(read.boxes[0], box) < 0.5 or same_numbers, (name, other, answer)
             if same_numbers:  # only a format that writes the same numbers the same way may read it
-                assert {own.name, other} <= {"internvl", "minicpmv", "glm4v", "ferret", "cogvlm", "qwen3vl"}, other
+                assert {own.name, other} <= {"internvl", "minicpmv", "glm4v", "ferret", "cogvlm", "qwen3vl",
+                                             "deepseekvl2"}, other
 
 
 def test_gemini_read_x_first_is_a_miss():
@@ -129,7 +200,7 @@ from lmms_eval.api.model import lmms
 spec = importlib.util.spec_from_file_location("languages", os.environ["PFMVG_LANGUAGES"])
 languages = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(languages)
-WRITE = languages.FAMILIES[os.environ.get("PFMVG_WRITER") or os.environ["PFMVG_FAMILY"]][1]
+WRITE = languages.LANGUAGES[os.environ.get("PFMVG_WRITER") or os.environ["PFMVG_FAMILY"]][1]
 
 
 class StandIn(lmms):
@@ -173,7 +244,7 @@ def _dataset(root: Path) -> None:
     write_dataset(root, "synthcxr", records, root / "images")
 
 
-def _cli(tmp_path, name: str, task: str, writer: str | None = None) -> dict:
+def _cli(tmp_path, name: str, task: str, writer: str | None = None, model_args: str | None = None) -> dict:
     """One real lmms-eval run of the stand-in registered as ``--model name``; the task's results."""
     pytest.importorskip("lmms_eval")
     _dataset(tmp_path / "data" / "synthcxr")
@@ -182,8 +253,9 @@ def _cli(tmp_path, name: str, task: str, writer: str | None = None) -> dict:
            "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "hf_cache"),
            "PYTHONPATH": os.pathsep.join((str(tmp_path), str(Path(__file__).parent))), "PFMVG_FAMILY": name,
            "PFMVG_WRITER": writer or "", "PFMVG_LANGUAGES": __file__}
-    out = lmms_eval_as(name, "stand_in.StandIn", ["--force_simple", "--tasks", task, "--output_path",
-                                                   str(tmp_path / "out")], tmp_path, env)
+    args = ["--force_simple", "--tasks", task, "--output_path", str(tmp_path / "out"),
+            *(["--model_args", model_args] if model_args else [])]
+    out = lmms_eval_as(name, "stand_in.StandIn", args, tmp_path, env)
     return task_results(tmp_path / "out", task, out)
 
 
@@ -195,6 +267,17 @@ def test_each_family_scores_its_own_answers_through_the_cli(name, tmp_path):
     assert results["n_scored,none"] == len(SIZES) and results["parse_failure_rate,none"] == 0.0
     assert results["format/ok,none"] == 1.0 and results["format/no_box,none"] == 0.0
     assert results["acc@0.5,none"] == 1.0, results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("served", ["Qwen/Qwen3-VL-8B-Instruct", *sorted(SERVED)])
+def test_a_model_served_by_vllm_is_asked_and_scored_in_its_format(served, tmp_path):
+    """Also the families lmms-eval has no class for (DeepSeek-VL2, PaliGemma's y-first 0-1023 tokens, Florence-2's
+    bins, Kosmos-2's patch grid): answers in their documented formats score Acc@0.5 = 1.0."""
+    writer = served if served in SERVED else "qwen3_vl"
+    results = _cli(tmp_path, "vllm", "synthcxr_grounding", writer=writer, model_args=f"model={served}")
+    expected = SERVED[served][0] if served in SERVED else "qwen3vl"
+    assert results["prompt_convention,none"] == expected and results["acc@0.5,none"] == 1.0, results
 
 
 @pytest.mark.slow

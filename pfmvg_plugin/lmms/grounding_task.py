@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pfmvg_plugin.data.store import data_root
-from pfmvg_plugin.lmms import state, task_data
+from pfmvg_plugin.lmms import served, state, task_data
 from pfmvg_plugin.lmms.answers import is_error_answer
 from pfmvg_plugin.lmms.task_data import ERROR_DOC_ID, DataNotPreparedError, check_doc, one_label
 from pfmvg_plugin.metrics import (
@@ -51,7 +51,7 @@ from pfmvg_plugin.metrics import (
     score_sample,
     score_text,
 )
-from pfmvg_plugin.prompts import build_prompt
+from pfmvg_plugin.prompts import build_prompt, convention_codec
 
 #: Re-exported from :mod:`.task_data` (tests and ``tasks/grounding/utils.py`` reach them through this module).
 __all__ = ["ERROR_DOC_ID", "DataNotPreparedError", "one_label"]
@@ -218,9 +218,13 @@ def docs_for(dataset: str, split: str, name: str | None = None):
 def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) -> str:
     """The refer prompt in the convention the task kwargs select for the model; records that convention."""
     check_doc(doc)
-    convention = state.resolve_convention(lmms_eval_specific_kwargs)
-    kwargs = lmms_eval_specific_kwargs or {}
-    state.note_prompt_convention(convention, doc, kwargs.get("frame"), task_data.codec_frame(kwargs))
+    kwargs = dict(lmms_eval_specific_kwargs or {})
+    if kwargs.get("convention") == served.SERVED:  # a generic backend: the family of the model it serves
+        kwargs["convention"] = served.served_convention(task_data.cli_model_args())
+    convention = state.resolve_convention(kwargs)
+    accepted = convention_codec(convention).options()  # frame options only where the codec has a frame
+    frame_options = {k: v for k, v in task_data.codec_frame(kwargs).items() if k in accepted}
+    state.note_prompt_convention(convention, doc, kwargs.get("frame"), frame_options)
     return build_prompt("refer", convention, phrase=doc["phrase"])
 
 

@@ -14,6 +14,7 @@ defers to it (:func:`resolve_convention`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from pfmvg_plugin.codecs import BoxCodec, available_codecs, get_codec
@@ -23,6 +24,8 @@ from pfmvg_plugin.prompts import CONVENTIONS, convention_codec
 DEFAULT_CONVENTION = "llava"
 #: The kwargs value meaning "whatever the model under evaluation says".
 FROM_MODEL = "model"
+#: Environment variable naming a convention that every model of the run is asked in (explicit override).
+OVERRIDE_ENV = "PFMVG_BOX_FORMAT"
 
 #: Column of every doc naming its task (the key conventions are recorded under).
 TASK_KEY = "pfmvg_task"
@@ -63,8 +66,9 @@ def model_convention() -> str | None:
 
 
 def resolve_convention(kwargs: Mapping | None) -> str:
-    """The convention for a task's ``lmms_eval_specific_kwargs`` (``convention: model`` defers to our model)."""
-    convention = (kwargs or {}).get("convention") or DEFAULT_CONVENTION
+    """The convention for a task's ``lmms_eval_specific_kwargs`` (``convention: model`` defers to our model);
+    :data:`OVERRIDE_ENV` in the environment wins over both."""
+    convention = os.environ.get(OVERRIDE_ENV) or (kwargs or {}).get("convention") or DEFAULT_CONVENTION
     if convention == FROM_MODEL:
         convention = _model_convention or DEFAULT_CONVENTION
     if convention not in CONVENTIONS:
