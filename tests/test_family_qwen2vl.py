@@ -433,3 +433,35 @@ def test_lmms_evals_qwen2_5_vl_is_decoded_in_the_frame_it_resized_to(tmp_path, m
             record["answer"], (record["width"], record["height"])).boxes
         assert not as_original or float(
             box_iou(torch.tensor(as_original[:1]), torch.tensor(record["gt_boxes"])).max()) < 0.5
+
+
+@pytest.mark.slow
+def test_a_qwen_adapter_merges_into_the_same_model(qwen_dir, tmp_path):
+    """``pfmvg merge`` on a Qwen2.5-VL adapter (LoRA + the trained merger): the merged checkpoint gives the logits of
+    base + adapter, and keeps the frame in its training record."""
+    from helpers_training import run
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from pfmvg_plugin.cli.main import main as pfmvg
+    from pfmvg_plugin.training.toy import toy_config, write_toy_grounding
+
+    toy = write_toy_grounding(tmp_path / "toy", n=8)
+    res = run(toy_config(qwen_dir, toy, tmp_path / "run", model={"backbone": "qwen25vl"},
+                         train={"max_steps": 3, "lr": 5e-2}))
+    merged_dir = tmp_path / "merged"
+    assert pfmvg(["merge", "--base", str(qwen_dir), "--adapter", str(res.adapter_dir), "--out", str(merged_dir)]) == 0
+    family = get_family("qwen25vl")
+    base, _ = family.load(str(qwen_dir), torch.float32)
+    with_adapter = PeftModel.from_pretrained(base, str(res.adapter_dir)).eval()
+    merged = AutoModelForImageTextToText.from_pretrained(merged_dir).eval()
+    batch = family.collate([family.build_example(bright_box_image(*s)[0], "Where is it?", '[{"bbox_2d": [1, 2, 3, 4]}]')
+                            for s in ((250, 300), (300, 250))])
+    batch.pop("labels")
+    with torch.no_grad():
+        expected, got = with_adapter(**batch).logits, merged(**batch).logits
+        plain = AutoModelForImageTextToText.from_pretrained(qwen_dir).eval()(**batch).logits
+    assert float((expected - plain).abs().max()) > 1e-3  # the adapter changed the model
+    assert torch.allclose(got, expected, atol=1e-4), float((got - expected).abs().max())
+    record = json.loads((merged_dir / "pfmvg_training.json").read_text())
+    assert record["backbone"] == "qwen25vl" and record["box_codec_options"]["max_pixels"] == 28 * 28 * 16

@@ -21,7 +21,7 @@ example:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("merge", help="merge a LoRA adapter into its base model (LLaVA-family or MiniGPT-v2)",
+    p = commands.add_parser("merge", help="merge a LoRA adapter into its base model (LLaVA, MiniGPT-v2, Qwen2(.5)-VL)",
                             description="Merge a PEFT LoRA adapter (and its trained projector) into the base model "
                                         "and write a standalone checkpoint.",
                             epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
