@@ -113,6 +113,13 @@ def shikra(box, size):
     return f"Answer: [{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f}]."
 
 
+def molmo(box, size):
+    """Molmo points at the box centre, in percent of the image."""
+    w, h = size
+    x, y = (box[0] + box[2]) / 2 / w * 100, (box[1] + box[3]) / 2 / h * 100
+    return f'<point x="{x:.1f}" y="{y:.1f}" alt="{PHRASE}">{PHRASE}</point>'
+
+
 #: --model name -> (expected convention, answer writer)
 FAMILIES = {
     "qwen3_vl": ("qwen3vl", qwen3vl),
@@ -133,6 +140,8 @@ SERVED = {
     "apple/ferret-7b": ("ferret", ferret),
     "shikras/shikra-7b": ("shikra", shikra),
 }
+#: points, not boxes: the pointing tasks only
+POINTERS = {"allenai/Molmo-7B-D-0924": molmo}
 #: every lmms-eval 0.7 name of these families (FAMILIES.md) -> the convention the task asks it in
 ALIASES = {
     "qwen3_vl": "qwen3vl", "qwen3_5": "qwen3vl", "internvl": "internvl", "internvl2": "internvl",
@@ -234,7 +243,8 @@ from lmms_eval.api.model import lmms
 spec = importlib.util.spec_from_file_location("languages", os.environ["PFMVG_LANGUAGES"])
 languages = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(languages)
-WRITE = languages.LANGUAGES[os.environ.get("PFMVG_WRITER") or os.environ["PFMVG_FAMILY"]][1]
+WRITER = os.environ.get("PFMVG_WRITER") or os.environ["PFMVG_FAMILY"]
+WRITE = languages.POINTERS.get(WRITER) or languages.LANGUAGES[WRITER][1]
 
 
 class StandIn(lmms):
@@ -322,3 +332,36 @@ def test_the_uniform_protocol_asks_every_model_for_floats(tmp_path):
     assert results["prompt_convention,none"] == "api" and results["acc@0.5,none"] == 1.0, results
     native = _cli(tmp_path / "native", "gemini", "synthcxr_grounding_uniform")
     assert native["acc@0.5,none"] == 0.0 and native["format/ok,none"] < 1.0, native
+
+
+# ---- points: Molmo on the pointing tasks -------------------------------------------------------------------------
+def test_points_are_scored_as_points():
+    from pfmvg_plugin.lmms import pointing_task
+    from pfmvg_plugin.lmms.answers import GENERATION_ERROR_MARKER
+
+    (w, h), box = SIZES[0], _boxes()[0]
+    doc = {"id": "p", "phrase": PHRASE, "width": w, "height": h, "boxes": [list(box)]}
+    cases = {
+        molmo(box, (w, h)): (True, "ok"),
+        f'<point x="{(box[2] + 5) / w * 100:.1f}" y="{box[1] / h * 100:.1f}">x</point>': (False, "ok"),  # right of it
+        llava(box, (w, h)): (False, "no_box"),  # a box is not a point
+        GENERATION_ERROR_MARKER + " RuntimeError: boom": (False, "generation_error"),
+    }
+    for answer, (hit, status) in cases.items():
+        record = pointing_task.process_results(doc, [answer])["pointing_sample"]
+        assert (record["hit"], record["status"]) == (hit, status), answer
+        if record["points"]:  # independent check: the point against the box edges
+            x, y = record["points"][0]
+            assert hit == (box[0] <= x <= box[2] and box[1] <= y <= box[3])
+    items = [pointing_task.process_results(doc, [a])["point_hit"] for a in cases]
+    assert pointing_task.point_hit_rate(items) == 0.25
+    assert pointing_task.parse_failure_rate(items) == 0.25
+    assert pointing_task.generation_error_rate(items) == 0.25
+
+
+@pytest.mark.slow
+def test_molmo_served_by_vllm_points_through_the_cli(tmp_path):
+    results = _cli(tmp_path, "vllm", "synthcxr_pointing", writer="allenai/Molmo-7B-D-0924",
+                   model_args="model=allenai/Molmo-7B-D-0924")
+    assert results["n_scored,none"] == len(SIZES) and results["point_hit,none"] == 1.0, results
+    assert results["parse_failure_rate,none"] == 0.0

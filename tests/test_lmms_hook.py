@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUR_TASKS = {
     "mscxr_grounding", "mscxr_grounding_val", "chestxray8_grounding", "vindr_grounding", "synthcxr_grounding",
     "slake_grounding", "mscxr_grounding_uniform", "synthcxr_grounding_uniform",
+    "mscxr_pointing", "synthcxr_pointing",
     "med_grounding", "pfmvg_vqarad", "pfmvg_slake", "pfmvg_pathvqa", "synthcxr_vqa", "med_vqa", "iuxray_report",
     "iuxray_report_50w", "mimiccxr_report", "mimiccxr_report_50w", "synthcxr_report", "med_report",
 }

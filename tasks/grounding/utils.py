@@ -4,6 +4,7 @@ lmms-eval loads this file as a loose module (``!function utils.<name>``): absolu
 """
 
 from pfmvg_plugin.lmms import grounding_task as _task
+from pfmvg_plugin.lmms import pointing_task as _pointing
 
 doc_to_text = _task.doc_to_text
 doc_to_visual = _task.doc_to_visual
@@ -35,3 +36,14 @@ slake_grounding_test_docs = _task.docs_for("slake_grounding", "test")
 # the uniform-protocol variants read the same data under their own task key
 mscxr_uniform_docs = _task.docs_for("mscxr", "test", name="mscxr_grounding_uniform")
 synthcxr_uniform_docs = _task.docs_for("synthcxr", "test", name="synthcxr_grounding_uniform")
+
+# pointing tasks (Molmo's points, scored as points) on the same data
+pointing_doc_to_text = _pointing.doc_to_text
+pointing_doc_to_visual = _pointing.doc_to_visual
+pointing_doc_to_target = _pointing.doc_to_target
+pointing_process_results = _pointing.process_results
+point_hit_rate = _pointing.point_hit_rate
+pointing_parse_failure_rate = _pointing.parse_failure_rate
+pointing_generation_error_rate = _pointing.generation_error_rate
+synthcxr_pointing_docs = _pointing.docs_for("synthcxr", "test", name="synthcxr_pointing")
+mscxr_pointing_docs = _pointing.docs_for("mscxr", "test", name="mscxr_pointing")
