@@ -70,6 +70,12 @@ class TrainingRecord:
         known = {k: data[k] for k in names if k in data}
         return cls(**{**known, "version": version}, extra={k: v for k, v in data.items() if k not in names})
 
+    @classmethod
+    def create(cls, data: dict, source: str = "record") -> TrainingRecord:
+        """A new record of this schema version from a plain dict of fields and extras (what writers use; any
+        ``version`` in ``data``, e.g. of a record it was derived from, is replaced)."""
+        return cls.from_dict({**data, "version": SCHEMA_VERSION}, source)
+
     def write(self, directory: str | os.PathLike) -> Path:
         """Write ``directory/pfmvg_training.json`` atomically (a reader never sees half a file); returns the path."""
         path = Path(directory) / RECORD_NAME

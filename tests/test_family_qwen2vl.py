@@ -465,3 +465,4 @@ def test_a_qwen_adapter_merges_into_the_same_model(qwen_dir, tmp_path):
     assert torch.allclose(got, expected, atol=1e-4), float((got - expected).abs().max())
     record = json.loads((merged_dir / "pfmvg_training.json").read_text())
     assert record["backbone"] == "qwen25vl" and record["box_codec_options"]["max_pixels"] == 28 * 28 * 16
+    assert record["version"] == 3

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from pfmvg_plugin.training.config import ConfigError
 from pfmvg_plugin.training.toy import toy_config, write_toy_text
+from pfmvg_plugin.training_record import SCHEMA_VERSION
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.lowest]
 
@@ -107,6 +108,7 @@ def test_saved_adapter_reloads_and_reproduces_the_trained_logits(tiny, toy, tmp_
     assert any("lora_magnitude_vector" in k for k in saved) == use_dora
     meta = json.loads((adapter / "pfmvg_training.json").read_text())
     assert meta["convention"] == "llava" and meta["box_codec"] == "llava" and meta["image_resize"] == "squash"
+    assert meta["version"] == SCHEMA_VERSION  # a new record says which schema it was written in
     AutoProcessor.from_pretrained(adapter)  # processor saved beside
 
     trained = res.engine.module.eval()

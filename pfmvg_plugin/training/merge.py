@@ -85,6 +85,6 @@ def merge_adapter(base: str | os.PathLike, adapter: str | os.PathLike, out: str 
     processor.save_pretrained(str(out))
     summary = {"base_model": str(base), "adapter": str(adapter), "backbone": name, "dtype": dtype,
                "parameters": n_merged}
-    TrainingRecord.from_dict({**meta, "backbone": name, "merged": summary}, f"the record of {adapter}").write(out)
+    TrainingRecord.create({**meta, "backbone": name, "merged": summary}, f"the record of {adapter}").write(out)
     log.info("merged %s into %s -> %s (%d parameters, %s)", adapter, base, out, n_merged, dtype)
     return summary

@@ -244,7 +244,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
 
     meta = {"backbone": backbone.name, "base_model": model_path, **summary, "precision": precision,
             "engine": engine.kind, "zero_stage": zero_stage}
-    record = TrainingRecord.from_dict(meta, "this run's training record")
+    record = TrainingRecord.create(meta, "this run's training record")
     if is_main:
         (out / "run_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if ds_config is not None:
@@ -316,7 +316,7 @@ def _train(cfg: Config, *, resume: bool | None, local_rank: int | None) -> Train
             save_checkpoint(engine, out, global_step, {**state, **layout}, backbone, record, world.rank,
                             t.save_total_limit)
         adapter_dir = out / ("adapter" if cfg.lora.enabled else "model")  # full fine-tune: the whole model
-        final = TrainingRecord.from_dict({**meta, "global_step": global_step}, "this run's training record")
+        final = TrainingRecord.create({**meta, "global_step": global_step}, "this run's training record")
         save_adapter(engine, adapter_dir, backbone, final, is_main)
     finally:
         bar.close()
