@@ -466,3 +466,34 @@ def test_a_qwen_adapter_merges_into_the_same_model(qwen_dir, tmp_path):
     record = json.loads((merged_dir / "pfmvg_training.json").read_text())
     assert record["backbone"] == "qwen25vl" and record["box_codec_options"]["max_pixels"] == 28 * 28 * 16
     assert record["version"] == 3
+
+
+@pytest.mark.slow
+def test_a_pixel_budget_set_for_training_is_the_one_evaluation_uses(qwen_dir, tmp_path):
+    """``model.processor: {max_pixels: ...}`` (what every Qwen fine-tune sets): the adapter carries the processor and
+    the frame, and pfmvg_llava shows the image at the budget training used, not the base checkpoint's."""
+    from helpers_training import run
+
+    from pfmvg_plugin.lmms.llava_model import PfmvgLlava
+    from pfmvg_plugin.training.config import ConfigError
+    from pfmvg_plugin.training.toy import toy_config, write_toy_grounding
+
+    toy = write_toy_grounding(tmp_path / "toy", n=4)
+    budget = 28 * 28 * 4
+    res = run(toy_config(qwen_dir, toy, tmp_path / "run", model={"backbone": "qwen25vl", "processor": {
+        "max_pixels": budget}}, train={"max_steps": 1}))
+    record = json.loads((res.adapter_dir / "pfmvg_training.json").read_text())
+    assert record["box_codec_options"] == {"min_pixels": 3136, "max_pixels": budget, "factor": 28}
+    image, _ = bright_box_image(250, 300)
+    seen = inputs_to_generate(PfmvgLlava, qwen_dir, image, adapter=str(res.adapter_dir))
+    from transformers import AutoProcessor
+
+    family = get_family("qwen25vl")  # what the recipe fed: the family's encoder with the adapter's processor
+    family.attach(None, AutoProcessor.from_pretrained(res.adapter_dir))
+    expected = family.encode_image(image)
+    assert seen["image_grid_thw"].tolist() == expected["image_grid_thw"].tolist()
+    assert int(seen["image_grid_thw"].prod()) * 14 * 14 <= budget  # the training budget, not the base's 12,544
+    assert torch.equal(seen["pixel_values"], expected["pixel_values"])
+    with pytest.raises(ConfigError, match="model.processor"):
+        run(toy_config(qwen_dir, toy, tmp_path / "bad", model={"backbone": "qwen25vl", "processor": {"fps": 2}},
+                       train={"max_steps": 1}))

@@ -11,9 +11,11 @@ Families are registered in :mod:`pfmvg_plugin.families`; each lives in one modul
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pfmvg_plugin.codecs import BoxCodec, get_codec
@@ -109,12 +111,18 @@ class Family(ABC):
     def load(self, model_path: str, dtype: Any, **kwargs) -> tuple[Any, Any]:
         """Load ``(model, processor)`` (transformers' auto classes) and :meth:`attach` them. ``kwargs``:
         ``quantization_config``, ``device_map``, ``attn_implementation``."""
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_pretrained(model_path, **from_pretrained_kwargs(dtype, **kwargs))
-        processor = AutoProcessor.from_pretrained(model_path)
+        processor = self.load_processor(model_path)
         self.attach(model, processor)
         return model, processor
+
+    def load_processor(self, path: str | os.PathLike):
+        """The processor saved in ``path`` (a checkpoint, or an adapter our recipe wrote)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(str(path))
 
     @abstractmethod
     def attach(self, model, processor) -> None:
@@ -163,6 +171,24 @@ class Family(ABC):
     def save_processor(self, out_dir) -> None:
         if self.processor is not None:
             self.processor.save_pretrained(out_dir)
+
+    def configure_processor(self, **settings) -> None:
+        """Apply image-processor ``settings`` (``model.processor`` in a recipe); raises ``ValueError`` for any this
+        family does not have."""
+        if settings:
+            raise ValueError(f"the {self.name} family has no processor settings (got {sorted(settings)})")
+
+
+#: Files a saved processor leaves in a directory.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "pfmvg_minigptv2_processor.json")
+
+
+def processor_dir(adapter: str | os.PathLike | None, pretrained: str | os.PathLike) -> str:
+    """Where the processor a model was trained with lives: the adapter directory when the recipe saved it there
+    (with its ``model.processor`` settings), else the base checkpoint."""
+    if adapter and any((Path(adapter) / name).is_file() for name in PROCESSOR_FILES):
+        return str(adapter)
+    return str(pretrained)
 
 
 def right_padded_text(examples: Sequence[dict], pad_id: int | None) -> dict:

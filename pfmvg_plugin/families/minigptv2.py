@@ -36,12 +36,16 @@ class MiniGPTv2Family(Family):
     # ---- loading ------------------------------------------------------------------------------------------------
     def load(self, model_path: str, dtype: Any, **kwargs):
         from pfmvg_plugin.models.minigptv2.modeling import MiniGPTv2ForConditionalGeneration
-        from pfmvg_plugin.models.minigptv2.processing import MiniGPTv2Processor
 
         model = MiniGPTv2ForConditionalGeneration.from_pretrained(model_path, **from_pretrained_kwargs(dtype, **kwargs))
-        processor = MiniGPTv2Processor.from_pretrained(model_path)
+        processor = self.load_processor(model_path)
         self.attach(model, processor)
         return model, processor
+
+    def load_processor(self, path):
+        from pfmvg_plugin.models.minigptv2.processing import MiniGPTv2Processor
+
+        return MiniGPTv2Processor.from_pretrained(path)
 
     def attach(self, model, processor) -> None:
         """Use an already loaded model (or ``None``: data preparation needs only the processor) and processor."""

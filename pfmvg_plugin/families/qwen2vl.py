@@ -89,6 +89,23 @@ class Qwen2VLFamily(Family):
                              f"use image_resize 'native', not {mode!r}")
         return ImageTransform(size=None, mode="native")
 
+    def configure_processor(self, **settings) -> None:
+        """``min_pixels`` / ``max_pixels``: the pixel budget every image is ``smart_resize``-d within."""
+        unknown = sorted(set(settings) - {"min_pixels", "max_pixels"})
+        if unknown:
+            raise ValueError(f"the {self.name} family's processor settings are min_pixels and max_pixels, "
+                             f"not {unknown}")
+        ip = self.processor.image_processor
+        frame = self.frame()
+        low = int(settings.get("min_pixels", frame["min_pixels"]))
+        high = int(settings.get("max_pixels", frame["max_pixels"]))
+        if not 0 < low <= high:
+            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {low} and {high}")
+        ip.size = {"shortest_edge": low, "longest_edge": high}
+        for name, value in (("min_pixels", low), ("max_pixels", high)):
+            if hasattr(ip, name):
+                setattr(ip, name, value)
+
     def frame(self) -> dict:
         """This processor's ``smart_resize`` settings (min/max pixels, factor)."""
         return processor_frame(self.processor.image_processor)

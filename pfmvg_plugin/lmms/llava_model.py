@@ -49,6 +49,7 @@ from loguru import logger
 from tqdm.auto import tqdm
 
 from pfmvg_plugin.families import family_for_checkpoint, family_for_model_type, get_family
+from pfmvg_plugin.families.base import processor_dir
 from pfmvg_plugin.lmms import state
 from pfmvg_plugin.lmms.answers import GENERATION_ERROR_MARKER, error_answer
 from pfmvg_plugin.prompts import CONVENTIONS
@@ -301,7 +302,8 @@ class PfmvgLlava(lmms):
         self._model = model.to(self._device).eval()
         self._config = getattr(model, "config", None)
 
-        self.processor = AutoProcessor.from_pretrained(self.pretrained, **extra)
+        # the processor training used: saved with our recipe's adapters (with its model.processor settings)
+        self.processor = AutoProcessor.from_pretrained(processor_dir(self.adapter, self.pretrained), **extra)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:

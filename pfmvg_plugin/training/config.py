@@ -57,6 +57,9 @@ class ModelConfig:
     path: str = ""
     #: Arguments of the family's tiny builder (:meth:`pfmvg_plugin.families.base.Family.build_tiny`).
     tiny: dict = field(default_factory=dict)
+    #: Image-processor settings training and evaluation share (saved with the adapter, which the evaluators load it
+    #: from), e.g. Qwen2(.5)-VL's pixel budget ``{min_pixels: 3136, max_pixels: 1003520}``.
+    processor: dict = field(default_factory=dict)
     #: QLoRA: load the base model in 4 bit (bitsandbytes, CUDA only).
     load_in_4bit: bool = False
     gradient_checkpointing: bool = False

@@ -52,6 +52,7 @@ def merge_adapter(base: str | os.PathLike, adapter: str | os.PathLike, out: str 
     from peft import PeftModel
 
     from pfmvg_plugin.families import get_family
+    from pfmvg_plugin.families.base import processor_dir
 
     adapter, out = Path(adapter), Path(out)
     if not (adapter / "adapter_config.json").is_file():
@@ -69,6 +70,8 @@ def merge_adapter(base: str | os.PathLike, adapter: str | os.PathLike, out: str 
     name = backbone or detect_backbone(base, meta)
     bb = get_family(name)
     model, processor = bb.load(str(base), getattr(torch, dtype))
+    if processor_dir(adapter, base) == str(adapter):  # the processor training used (its model.processor settings)
+        processor = bb.load_processor(adapter)
     n_base = sum(p.numel() for p in model.parameters())
     peft_model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     merged = peft_model.merge_and_unload()

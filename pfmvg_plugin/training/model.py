@@ -94,6 +94,10 @@ def build_peft_model(cfg: Config, backbone: Family, model_path: str, dtype: torc
         load_kwargs["quantization_config"] = qconf
         load_kwargs["device_map"] = None if zero_stage == 3 else {"": local_rank}
     model, processor = backbone.load(model_path, dtype, **load_kwargs)
+    try:
+        backbone.configure_processor(**cfg.model.processor)
+    except ValueError as e:
+        raise ConfigError("model.processor", str(e)) from None
     if cfg.model.use_liger_kernel:
         from pfmvg_plugin.training.speed import apply_liger_kernels
 
