@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWa
 ROOT = Path(__file__).resolve().parents[1]
 DS = ROOT / "recipes" / "ds"
 EXT_DIR = Path(sys.prefix) / "torch_extensions"
+#: What a rank prints when a C++ thread (gloo / DeepSpeed's shared-memory op) aborts the process.
+GLOO_ABORT = "terminate called without an active exception"
 LAUNCH_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -130,14 +134,25 @@ def test_two_ranks_match_bare_torch(tiny, toy, tmp_path, launcher, ds_json):
                      train={"max_steps": 3, "micro_batch_size": 1, "save_steps": 2})
     path = write_yaml(cfg, tmp_path / "two.yaml")
     script = [str(ROOT / "recipes" / "finetune_lora.py"), "--config", str(path)]
-    if launcher == "deepspeed":
-        cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(free_port()),
-               *script]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(free_port()), *script]
-    out_proc = subprocess.run(cmd, env=clean_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=420,
+
+    def launch() -> subprocess.CompletedProcess:
+        if launcher == "deepspeed":
+            cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port",
+                   str(free_port()), *script]
+        else:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                   str(free_port()), *script]
+        return subprocess.run(cmd, env=clean_env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=420,
                               cwd=tmp_path)
+
+    out_proc = launch()
+    if out_proc.returncode != 0 and GLOO_ABORT in out_proc.stderr:
+        # a rank died in a C++ communication thread (seen once in about ten CI runs of the ZeRO-3 case on 2 CPU
+        # cores, not reproducible): run once more from scratch, and say so
+        warnings.warn(f"{launcher}/{ds_json}: a rank aborted ({GLOO_ABORT!r}); retrying the 2-rank run once",
+                      stacklevel=1)
+        shutil.rmtree(out, ignore_errors=True)
+        out_proc = launch()
     assert out_proc.returncode == 0, out_proc.stdout[-3000:] + out_proc.stderr[-3000:]
     assert "world_size=2" in out_proc.stdout
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
