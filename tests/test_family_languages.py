@@ -238,7 +238,7 @@ written in that family's documented format."""
 import importlib.util
 import os
 
-from lmms_eval.api.model import lmms
+from scripted_model import ScriptedModel
 
 spec = importlib.util.spec_from_file_location("languages", os.environ["PFMVG_LANGUAGES"])
 languages = importlib.util.module_from_spec(spec)
@@ -247,12 +247,7 @@ WRITER = os.environ.get("PFMVG_WRITER") or os.environ["PFMVG_FAMILY"]
 WRITE = languages.POINTERS.get(WRITER) or languages.LANGUAGES[WRITER][1]
 
 
-class StandIn(lmms):
-    is_simple = True
-
-    def __init__(self, **kwargs):
-        super().__init__()
-
+class StandIn(ScriptedModel):
     def generate_until(self, requests):
         answers = []
         for request in requests:
@@ -261,12 +256,6 @@ class StandIn(lmms):
             assert languages.PHRASE in ctx
             answers.append(WRITE(doc["boxes"][0], (doc["width"], doc["height"])))
         return answers
-
-    def loglikelihood(self, requests):
-        raise NotImplementedError
-
-    def generate_until_multi_round(self, requests):
-        raise NotImplementedError
 '''
 
 

@@ -332,13 +332,11 @@ QWEN_STAND_IN = '''
 does (qwen_vl_utils.fetch_image within its min/max pixels, the class's own defaults), finds the bright rectangle and
 answers in Qwen2.5-VL's bbox_2d pixels of that resized input, as the real model would."""
 import numpy as np
-from lmms_eval.api.model import lmms
 from qwen_vl_utils import fetch_image
+from scripted_model import ScriptedModel
 
 
-class QwenStandIn(lmms):
-    is_simple = True
-
+class QwenStandIn(ScriptedModel):
     def __init__(self, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS, **kwargs):
         super().__init__()
         self.min_pixels, self.max_pixels = int(min_pixels), int(max_pixels)
@@ -354,12 +352,6 @@ class QwenStandIn(lmms):
             answers.append('[{"bbox_2d": [%d, %d, %d, %d], "label": "finding"}]'
                            % (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
         return answers
-
-    def loglikelihood(self, requests):
-        raise NotImplementedError
-
-    def generate_until_multi_round(self, requests):
-        raise NotImplementedError
 '''
 
 
@@ -415,7 +407,7 @@ def test_lmms_evals_qwen2_5_vl_is_decoded_in_the_frame_it_resized_to(tmp_path, m
     _bright_box_dataset(data_root / "synthcxr", [(300, 400), (400, 300), (240, 420), (420, 320)])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PFMVG_DATA_ROOT": str(data_root),
            "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "hf_cache"), "PFMVG_NO_PROGRESS": "1",
-           "PYTHONPATH": str(tmp_path)}
+           "PYTHONPATH": os.pathsep.join((str(tmp_path), str(Path(__file__).parent)))}
     args = ["--force_simple", "--tasks", "synthcxr_grounding", "--output_path", str(tmp_path / "out"),
             "--log_samples", *(["--model_args", model_args] if model_args else [])]
     out = lmms_eval_as("qwen2_5_vl", "stand_in.QwenStandIn", args, tmp_path, env)

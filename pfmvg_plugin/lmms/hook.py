@@ -50,7 +50,7 @@ _EXPECTED_PARAMS = ["self", "include_path", "include_defaults"]
 _said: set[str] = set()  # stderr messages already printed by this process
 
 
-def _say_once(message: str) -> None:
+def say_once(message: str) -> None:
     """One line on stderr, once per process (lmms-eval silences ``warnings`` globally)."""
     if message not in _said:
         _said.add(message)
@@ -68,7 +68,7 @@ def tasks_dir() -> Path:
 
 
 def _decline(reason: str) -> None:
-    _say_once(f"lmms-eval task hook not installed ({reason}); "
+    say_once(f"lmms-eval task hook not installed ({reason}); "
               f"to use the pfmvg tasks pass --include_path {tasks_dir()}")
 
 
@@ -123,10 +123,10 @@ def _add_task_dirs(task_manager, index: dict, include_path, extra_dirs: list[str
             try:
                 ours = task_manager._get_task_and_group(folder)
             except Exception as exc:  # one unreadable folder must not break every lmms-eval run
-                _say_once(f"skipping task folder {folder}: {type(exc).__name__}: {exc}")
+                say_once(f"skipping task folder {folder}: {type(exc).__name__}: {exc}")
                 continue
             for name in sorted(set(ours) & set(index)):
-                _say_once(f"task {name!r} from {folder} is shadowed by another task of that name "
+                say_once(f"task {name!r} from {folder} is shadowed by another task of that name "
                           "(lmms-eval built-ins and --include_path win)")
             index = {**ours, **index}
     return index
@@ -187,7 +187,7 @@ def _wrap_match_tasks(task_manager: type, extra_dirs: list[str]) -> None:
     original = getattr(task_manager, "match_tasks", None)
     if original is None or not callable(original) or list(inspect.signature(original).parameters)[:2] != [
             "self", "task_list"]:
-        _say_once("data check before the run not installed (TaskManager.match_tasks changed)")
+        say_once("data check before the run not installed (TaskManager.match_tasks changed)")
         return
 
     @functools.wraps(original)
@@ -203,7 +203,7 @@ def _wrap_match_tasks(task_manager: type, extra_dirs: list[str]) -> None:
             print(exc, file=sys.stderr)
             raise SystemExit(1) from None
         except Exception as exc:  # never break lmms-eval
-            _say_once(f"data check before the run skipped ({type(exc).__name__}: {exc})")
+            say_once(f"data check before the run skipped ({type(exc).__name__}: {exc})")
             return names
 
     task_manager.match_tasks = match_tasks
@@ -246,10 +246,10 @@ def check_environment() -> bool:
     from pfmvg_plugin import compat
 
     for line in compat.untested_versions(("lmms-eval", "transformers", "peft")):
-        _say_once(line)
+        say_once(line)
     broken = compat.broken_combinations()
     for line in broken:
-        _say_once(line)
+        say_once(line)
     return not broken
 
 
@@ -264,7 +264,7 @@ def lmms_eval_manifests() -> list:
     try:
         healthy = check_environment()
     except Exception as exc:  # the check must never be what breaks lmms-eval
-        _say_once(f"environment check skipped ({type(exc).__name__}: {exc})")
+        say_once(f"environment check skipped ({type(exc).__name__}: {exc})")
         healthy = True
     if not healthy and _running_lmms_eval_cli():
         raise SystemExit(1)
@@ -275,7 +275,7 @@ def lmms_eval_manifests() -> list:
     try:
         return model_manifests()
     except Exception as exc:
-        _say_once(f"lmms-eval models not registered ({type(exc).__name__}: {exc})")
+        say_once(f"lmms-eval models not registered ({type(exc).__name__}: {exc})")
         return []
 
 

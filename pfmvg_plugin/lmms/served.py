@@ -10,8 +10,9 @@ model; the family comes from the served model's name in ``--model_args`` (``mode
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
+
+from pfmvg_plugin.lmms.hook import say_once
 
 #: The task-kwargs value meaning "the family of the model this backend serves".
 SERVED = "served"
@@ -36,7 +37,6 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), c) for
     (r"llava", "llava"),
     (r"gpt|claude|grok|o[134]\b|o[134]-", "api"),
 ))
-_said: set[str] = set()
 
 
 def served_name(model_args: Mapping) -> str | None:
@@ -54,8 +54,6 @@ def served_convention(model_args: Mapping) -> str:
     for pattern, convention in PATTERNS:
         if name and pattern.search(name.lower()):
             return convention
-    if name not in _said:
-        _said.add(str(name))
-        sys.stderr.write(f"pfmvg: no box language known for the served model {name!r}: it is asked the uniform "
-                         "0-1 prompt (set PFMVG_BOX_FORMAT=<convention> to choose one)\n")
+    say_once(f"no box language known for the served model {name!r}: it is asked the uniform 0-1 prompt (set "
+             "PFMVG_BOX_FORMAT=<convention> to choose one)")
     return "api"

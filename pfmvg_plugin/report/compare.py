@@ -46,10 +46,13 @@ class RunTask:
 
 
 def _model(samples_path: Path) -> tuple[str, str]:
+    """(model, model_args) from the run's results.json; empty strings when there is none or it cannot be read."""
     results = results_file_for(samples_path)
+    if results is None:
+        return "", ""
     try:
-        config = json.loads(results.read_text()).get("config") or {} if results else {}
-    except (OSError, ValueError):
+        config = json.loads(results.read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError):
         config = {}
     return str(config.get("model") or ""), str(config.get("model_args") or "")
 
