@@ -168,3 +168,13 @@ def test_importing_lmms_eval_with_broken_filelock_only_says_it(filelock_43, tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("alive")
     assert "run: pip install 'filelock<4.3'" in proc.stderr
+
+
+def test_sentencepiece_models_load():
+    """transformers reads a ``tokenizer.model`` (LLaVA-Med, Llama-2 releases ship no tokenizer.json) through
+    sentencepiece's bundled model proto; sentencepiece 0.2.3's needs protobuf >= 7.36, which wandb's ``<7`` cap
+    forbids: every such tokenizer then fails to load (requirements/*.in pin sentencepiece 0.2.1)."""
+    pytest.importorskip("sentencepiece")
+    from sentencepiece import sentencepiece_model_pb2
+
+    assert sentencepiece_model_pb2.ModelProto().normalizer_spec is not None
