@@ -36,6 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pfmvg_plugin.models.checkpoint_io import (
+    CONVERSION_REPORT,
+    ConversionError,
+    ShardWriter,
+    iter_tensors,
+    load_torch_file,
+    parse_size,
+    state_dict_of,
+)
 from pfmvg_plugin.training_record import TrainingRecord
 
 _LORA_KEY = re.compile(
@@ -45,65 +54,6 @@ _BLOCK_PARAMS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.q_bias",
                  "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight",
                  "mlp.fc2.bias")
 _DTYPES = ("float16", "bfloat16", "float32")
-CONVERSION_REPORT = "pfmvg_conversion.json"
-
-
-class UnsafePickleError(RuntimeError):
-    """A checkpoint that ``torch.load(weights_only=True)`` cannot open."""
-
-
-class ConversionError(ValueError):
-    """Inputs that cannot be converted (missing tensors, wrong shapes, ...)."""
-
-
-def load_torch_file(path: str | Path, trust_pickle: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True`` (memory-mapped when possible); with ``trust_pickle`` a refused file
-    is loaded with full unpickling."""
-    import pickle
-
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e).lower() and "zip" not in str(e).lower():
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except (pickle.UnpicklingError, AttributeError, TypeError, RuntimeError) as e:
-        if not trust_pickle:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UnsafePickleError(
-                f"{path} is not loadable with torch.load(weights_only=True) ({first}). Loading it fully would run "
-                "whatever code the pickle names; if you trust the file's origin, pass --trust-pickle "
-                "(trust_pickle=True).") from None
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def _state_dict_of(obj: Any, what: str, prefixes: tuple[str, ...] = ()) -> dict:
-    import torch
-
-    if isinstance(obj, dict):
-        for key in ("model", "state_dict", "module"):
-            inner = obj.get(key)
-            if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
-                obj = inner
-                break
-    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConversionError(f"{what}: no state dict found (expected a dict of tensors, or one under 'model')")
-    out = {}
-    for k, v in obj.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        for p in prefixes:
-            if k.startswith(p):
-                k = k[len(p):]
-                break
-        out[k] = v
-    return out
 
 
 @dataclass
@@ -115,89 +65,6 @@ class ConversionResult:
     def to_dict(self) -> dict:
         return {"model_dir": str(self.model_dir), "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
                 **self.report}
-
-
-class _ShardWriter:
-    """Writes tensors into ``model-0000i-of-0000n.safetensors`` shards (or one ``model.safetensors``) + index."""
-
-    def __init__(self, out: Path, max_bytes: int) -> None:
-        self.out, self.max_bytes = out, max_bytes
-        self.buf: dict = {}
-        self.size = 0
-        self.files: list[tuple[Path, list[str]]] = []
-        self.total = 0
-        self.shapes: dict[str, tuple[int, ...]] = {}
-
-    def add(self, name: str, tensor) -> None:
-        if name in self.shapes:
-            raise ConversionError(f"tensor {name} written twice")
-        tensor = tensor.contiguous()
-        nbytes = tensor.numel() * tensor.element_size()
-        if tensor.untyped_storage().nbytes() != nbytes:
-            tensor = tensor.clone()
-        if self.buf and self.size + nbytes > self.max_bytes:
-            self.flush()
-        self.buf[name] = tensor
-        self.size += nbytes
-        self.total += nbytes
-        self.shapes[name] = tuple(tensor.shape)
-
-    def flush(self) -> None:
-        from safetensors.torch import save_file
-
-        if not self.buf:
-            return
-        path = self.out / f".pfmvg-shard-{len(self.files):05d}.safetensors"
-        save_file(self.buf, str(path), metadata={"format": "pt"})
-        self.files.append((path, list(self.buf)))
-        self.buf, self.size = {}, 0
-
-    def close(self) -> list[str]:
-        self.flush()
-        if len(self.files) == 1:
-            target = self.out / "model.safetensors"
-            self.files[0][0].replace(target)
-            return [target.name]
-        n = len(self.files)
-        weight_map, names = {}, []
-        for i, (path, keys) in enumerate(self.files, start=1):
-            target = self.out / f"model-{i:05d}-of-{n:05d}.safetensors"
-            path.replace(target)
-            names.append(target.name)
-            weight_map.update({k: target.name for k in keys})
-        index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(weight_map.items()))}
-        (self.out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-        return names
-
-
-def _iter_llama_tensors(llama_dir: Path, trust_pickle: bool):
-    """``(name, tensor)`` of a Hugging Face LLaMA directory, one file at a time."""
-    files = sorted(llama_dir.glob("*.safetensors"))
-    if files:
-        from safetensors import safe_open
-
-        for f in files:
-            with safe_open(str(f), framework="pt") as handle:
-                for key in handle.keys():  # noqa: SIM118 - a safetensors handle, not a dict
-                    yield key, handle.get_tensor(key)
-        return
-    files = sorted(llama_dir.glob("pytorch_model*.bin"))
-    if not files:
-        raise ConversionError(f"{llama_dir}: no *.safetensors or pytorch_model*.bin weights")
-    for f in files:
-        state = _state_dict_of(load_torch_file(f, trust_pickle), str(f))
-        yield from state.items()
-        del state
-
-
-def _parse_size(text: str | int) -> int:
-    if isinstance(text, int):
-        return text
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", str(text).upper())
-    if not m:
-        raise ValueError(f"cannot read size {text!r} (e.g. 4GB, 500MB)")
-    unit = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30}[m.group(2)]
-    return int(float(m.group(1)) * unit)
 
 
 def _pick_image_token(tokenizer, explicit: int | None) -> int:
@@ -272,7 +139,7 @@ def convert_minigptv2(
         raw = load_torch_file(ckpt, trust_pickle)
         if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
             ckpt_config = raw["config"].get("model", {}) if isinstance(raw["config"].get("model"), dict) else {}
-        state = _state_dict_of(raw, f"--ckpt {ckpt}")
+        state = state_dict_of(raw, f"--ckpt {ckpt}")
         unexpected, adapters = [], set()
         for key, value in state.items():
             bare = key[len("module."):] if key.startswith("module.") else key
@@ -300,7 +167,7 @@ def convert_minigptv2(
                                                          for a in adapters)}
 
     # ---- configs ---------------------------------------------------------------------------------------------
-    eva_state = _state_dict_of(load_torch_file(eva, trust_pickle), f"--eva {eva}", prefixes=("visual_encoder.",))
+    eva_state = state_dict_of(load_torch_file(eva, trust_pickle), f"--eva {eva}", prefixes=("visual_encoder.",))
     for name in ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"):
         if name not in eva_state:
             raise ConversionError(f"--eva {eva}: missing {name!r} (is this eva_vit_g.pth?)")
@@ -339,7 +206,7 @@ def convert_minigptv2(
     report["_blocks_in_file"] = len(blocks_in_file)
     model_dir.mkdir(parents=True, exist_ok=True)
     try:
-        files = _write_model(model_dir, writer_limit=_parse_size(shard_size), expected=expected, config=config,
+        files = _write_model(model_dir, writer_limit=parse_size(shard_size), expected=expected, config=config,
                              eva_state=eva_state, ln_vision=ln_vision, proj=proj, llama=llama,
                              torch_dtype=torch_dtype, trust_pickle=trust_pickle, report=report)
     except BaseException:
@@ -380,7 +247,7 @@ def _write_model(model_dir: Path, *, writer_limit: int, expected: dict, config, 
 
     vision_config, text_config = config.vision_config, config.text_config
     n_layers, hidden = vision_config.num_hidden_layers, vision_config.hidden_size
-    writer = _ShardWriter(model_dir, writer_limit)
+    writer = ShardWriter(model_dir, writer_limit)
     # ---- vision tower ------------------------------------------------------------------------------------------
     grid_before = int(round((eva_state["pos_embed"].shape[-2] - 1) ** 0.5))
     eva_unused, eva_unexpected = [], []
@@ -416,7 +283,7 @@ def _write_model(model_dir: Path, *, writer_limit: int, expected: dict, config, 
 
     # ---- language model ---------------------------------------------------------------------------------------
     llama_skipped = []
-    for key, value in _iter_llama_tensors(llama, trust_pickle):
+    for key, value in iter_tensors(llama, trust_pickle):
         name = f"language_model.{key}"
         if name not in expected:
             llama_skipped.append(key)  # e.g. rotary_emb.inv_freq of old exports
