@@ -84,6 +84,13 @@ def _pfmvg() -> str:
         ["data", "synth"],
         ["data", "validate"],
         ["report"],
+        ["convert"],
+        ["convert", "minigptv2"],
+        ["convert", "llava"],
+        ["convert", "llava-lora"],
+        ["export"],
+        ["export", "llava"],
+        ["merge"],
     ],
 )
 def test_every_command_has_help(argv):

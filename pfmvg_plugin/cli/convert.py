@@ -28,7 +28,8 @@ example:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    convert = commands.add_parser("convert", help="convert released checkpoints (MiniGPT-v2 / PeFoMed)",
+    convert = commands.add_parser("convert", help="convert released checkpoints (MiniGPT-v2 / PeFoMed, LLaVA / "
+                                                  "LLaVA-Med)",
                                   description="Convert released checkpoints into transformers model directories "
                                               "and PEFT adapters.")
     sub = convert.add_subparsers(dest="convert_command", metavar="MODEL", required=True)
@@ -60,6 +61,86 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         "(only for files you trust: a pickle can run code)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     p.set_defaults(handler=_run_minigptv2)
+    _add_llava(sub)
+
+
+_LLAVA_EPILOG = """\
+Inputs, as the original LLaVA repository and LLaVA-Med release them:
+  --ckpt          liuhaotian/llava-v1.5-7b (LlavaLlamaForCausalLM) or microsoft/llava-med-v1.5-mistral-7b
+                  (LlavaMistralForCausalLM): config.json, safetensors shards + index or pytorch_model*.bin,
+                  tokenizer.model
+  --vision-tower  the CLIP the checkpoint names in mm_vision_tower (openai/clip-vit-large-patch14-336), needed when
+                  the checkpoint carries no model.vision_tower.* tensors (LLaVA-1.5 does not; LLaVA-Med does)
+
+Writes a transformers LlavaForConditionalGeneration folder (AutoModelForImageTextToText loads it) with a processor
+that pads to a square with the CLIP-mean colour at 336 px as the original, the checkpoint's own chat template
+(vicuna_v1 / mistral_instruct), llava_original/ (the original config and tokenizer files, for `pfmvg export llava`)
+and pfmvg_conversion.json (every key read, renamed, dropped and missing; a token-level check of the prompt).
+Score it: lmms-eval --model pfmvg_llava --model_args pretrained=OUT --tasks mscxr_grounding
+
+example:
+  pfmvg convert llava --ckpt ~/models/llava-med-v1.5-mistral-7b --out ~/models/llava-med-hf
+  pfmvg convert llava --ckpt ~/models/llava-v1.5-7b --vision-tower ~/models/clip-vit-large-patch14-336 \\
+      --out ~/models/llava-v1.5-7b-hf
+"""
+
+_LLAVA_LORA_EPILOG = """\
+Input: the folder LLaVA's train.py writes for a LoRA run (adapter_config.json, adapter_model.bin|safetensors,
+non_lora_trainables.bin with the projector). Output: a PEFT adapter over the converted base (the projector as
+modules_to_save) with pfmvg_training.json (llava prompts, llava_pad boxes, pad resize):
+  lmms-eval --model pfmvg_llava --model_args pretrained=BASE,adapter=OUT --tasks mscxr_grounding
+
+example:
+  pfmvg convert llava-lora --lora ~/runs/llava-v1.5-7b-lora --base ~/models/llava-v1.5-7b-hf --out ~/adapters/mine
+"""
+
+
+def _add_llava(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("llava", help="original LLaVA-1.5 / LLaVA-Med v1.5 checkpoint -> transformers LLaVA",
+                       description="Convert an original LLaVA-1.5 (LlavaLlamaForCausalLM) or LLaVA-Med v1.5 "
+                                   "(LlavaMistralForCausalLM) checkpoint into a transformers "
+                                   "LlavaForConditionalGeneration "
+                                   "folder with the original preprocessing and conversation template.",
+                       epilog=_LLAVA_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True, help="original checkpoint folder (config.json + weights)")
+    p.add_argument("--vision-tower", type=Path, default=None,
+                   help="CLIP folder (openai/clip-vit-large-patch14-336) when the checkpoint has no vision weights")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
+                   help="storage dtype of the written weights (default float16, as released)")
+    p.add_argument("--shard-size", default="4GB", help="largest safetensors shard (default 4GB)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow full unpickling of .bin files that torch.load(weights_only=True) refuses (only for "
+                        "files you trust: a pickle can run code)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    p.set_defaults(handler=_run_llava)
+
+    q = sub.add_parser("llava-lora", help="LLaVA's own LoRA output -> PEFT adapter over a converted base",
+                       description="Convert the LoRA output of LLaVA's train.py into a standard PEFT adapter over a "
+                                   "base converted with `pfmvg convert llava`.",
+                       epilog=_LLAVA_LORA_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("--lora", type=Path, required=True, help="LLaVA LoRA output folder")
+    q.add_argument("--base", type=Path, required=True, help="the converted base model folder")
+    q.add_argument("--out", type=Path, required=True, help="output adapter folder")
+    q.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of refused .bin files")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    q.set_defaults(handler=_run_llava_lora)
+
+
+def _run_llava(args: argparse.Namespace) -> dict:
+    from pfmvg_plugin.models.llava_original.convert import convert_llava
+
+    return convert_llava(args.ckpt, args.out, vision_tower=args.vision_tower, dtype=args.dtype,
+                         trust_pickle=args.trust_pickle, shard_size=args.shard_size,
+                         overwrite=args.overwrite).summary()
+
+
+def _run_llava_lora(args: argparse.Namespace) -> dict:
+    from pfmvg_plugin.models.llava_original.convert import convert_llava_lora
+
+    result = convert_llava_lora(args.lora, args.base, args.out, trust_pickle=args.trust_pickle,
+                                overwrite=args.overwrite)
+    return {k: v for k, v in result.items() if k != "keys"}
 
 
 def _run_minigptv2(args: argparse.Namespace) -> dict:

@@ -1,4 +1,5 @@
-"""``pfmvg``: prepare datasets, make the synthetic default, and (with extras) train, report, convert, merge, judge."""
+"""``pfmvg``: prepare datasets, make the synthetic default, and (with extras) train, report, convert, export, merge,
+judge."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pfmvg_plugin import __version__
 from pfmvg_plugin.cli import agree as agree_cli
 from pfmvg_plugin.cli import convert as convert_cli
 from pfmvg_plugin.cli import data as data_cli
+from pfmvg_plugin.cli import export as export_cli
 from pfmvg_plugin.cli import judge as judge_cli
 from pfmvg_plugin.cli import merge as merge_cli
 from pfmvg_plugin.cli import report as report_cli
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.add_parser(commands)
     report_cli.add_parser(commands)
     convert_cli.add_parser(commands)
+    export_cli.add_parser(commands)
     judge_cli.add_parser(commands)
     merge_cli.add_parser(commands)
     train_cli.add_parser(commands)

@@ -72,6 +72,9 @@ class LlavaFamily(Family):
         # flipped tensor of tiles is not the flipped image, so the data pipeline keeps images, not tensors
         self.anyres = getattr(processor.image_processor, "image_grid_pinpoints", None) is not None
         self.cache_pixels = not self.anyres
+        # a processor that pads to a square (LlavaImageProcessor do_pad: the original LLaVA's expand2square, as
+        # `pfmvg convert llava` writes it) means the model was trained on padded squares
+        self.default_image_resize = "pad" if getattr(processor.image_processor, "do_pad", False) else "squash"
 
     @classmethod
     def build_tiny(cls, out_dir, **kwargs):
@@ -97,7 +100,7 @@ class LlavaFamily(Family):
                              "cutting boxes off: use 'squash' or 'pad'")
         ip = self.processor.image_processor
         mean = getattr(ip, "image_mean", None) or (0.0, 0.0, 0.0)
-        fill = tuple(int(round(float(m) * 255)) for m in mean)
+        fill = tuple(int(float(m) * 255) for m in mean)  # as expand2square and LlavaImageProcessor: (122, 116, 104)
         return ImageTransform(size=self._input_size, mode=mode, fill=fill)
 
     def encode_image(self, image):
