@@ -256,6 +256,18 @@ def test_dropped_keys_are_listed_and_missing_vision_is_a_clear_error(ckpts, tmp_
 
 
 @pytest.mark.lowest
+def test_an_unconverted_checkpoint_is_refused_with_the_command_to_run(ckpts):
+    from pfmvg_plugin.families import family_for_checkpoint, get_family
+
+    for arch in ("mistral", "llama"):
+        with pytest.raises(ValueError, match="pfmvg convert llava --ckpt"):
+            family_for_checkpoint(ckpts[arch]["ckpt"])  # pfmvg_llava asks this first
+        with pytest.raises(ValueError, match="pfmvg convert llava --ckpt"):
+            get_family("llava").load(str(ckpts[arch]["ckpt"]), "float32")  # the training recipe's load
+    assert family_for_checkpoint(ckpts["mistral"]["out"].out) == "llava"
+
+
+@pytest.mark.lowest
 def test_refusals_say_what_to_do(ckpts, tmp_path):
     import argparse
     import shutil

@@ -65,7 +65,13 @@ def family_for_model_type(model_type: str | None) -> str | None:
 
 
 def family_for_checkpoint(path: str | os.PathLike) -> str | None:
-    """The family of a local checkpoint directory, from its ``config.json``; None for hub ids and unknown types."""
+    """The family of a local checkpoint directory, from its ``config.json``; None for hub ids and unknown types.
+    An original LLaVA / LLaVA-Med checkpoint raises ValueError saying how to convert it."""
+    from pfmvg_plugin.models.llava_original.layout import unconverted_message
+
+    problem = unconverted_message(path)
+    if problem:
+        raise ValueError(problem)
     try:
         model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):

@@ -62,6 +62,14 @@ class LlavaFamily(Family):
         self._render: ChatRenderer | None = None
 
     # ---- loading ----------------------------------------------------------------------------------------------------
+    def load(self, model_path: str, dtype: Any, **kwargs) -> tuple[Any, Any]:
+        from pfmvg_plugin.models.llava_original.layout import unconverted_message
+
+        problem = unconverted_message(model_path)
+        if problem:
+            raise ValueError(problem)
+        return super().load(model_path, dtype, **kwargs)
+
     def attach(self, model, processor) -> None:
         """Use an already loaded model (or ``None``: data preparation needs only the processor) and processor."""
         self.model, self.processor = model, processor

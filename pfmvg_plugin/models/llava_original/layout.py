@@ -121,6 +121,23 @@ def read_original_config(ckpt: Path) -> OriginalConfig:
                           mm_hidden_size=int(raw.get("mm_hidden_size", 1024)))
 
 
+def unconverted_message(path: str | Path) -> str | None:
+    """Why ``path`` cannot be loaded as it is, when it is an original LLaVA / LLaVA-Med checkpoint (None: it is not)."""
+    try:
+        raw = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict) or "text_config" in raw:
+        return None
+    archs = raw.get("architectures") or []
+    if not (set(archs) & set(ARCHITECTURES) or raw.get("model_type") in ("llava_llama", "llava_mistral")
+            or "mm_vision_tower" in raw):
+        return None
+    return (f"{path} is an original LLaVA / LLaVA-Med checkpoint ({', '.join(archs) or raw.get('model_type')}), "
+            "which transformers cannot load as it is. Convert it once: pfmvg convert llava --ckpt "
+            f"{path} --out {Path(path).name}-hf  (add --vision-tower CLIP_DIR if it carries no vision weights)")
+
+
 def to_hf_key(key: str) -> str | None:
     """An original key -> its transformers ``LlavaForConditionalGeneration`` name (None: not carried over)."""
     if _DROPPED.search(key):
