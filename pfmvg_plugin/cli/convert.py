@@ -108,7 +108,8 @@ def _add_llava(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
                    help="storage dtype of the written weights (default float16, as released)")
-    p.add_argument("--shard-size", default="4GB", help="largest safetensors shard (default 4GB)")
+    p.add_argument("--shard-size", default="2GB",
+                   help="largest safetensors shard (default 2GB; the conversion holds about one shard in memory)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow full unpickling of .bin files that torch.load(weights_only=True) refuses (only for "
                         "files you trust: a pickle can run code)")

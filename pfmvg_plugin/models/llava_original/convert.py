@@ -172,7 +172,7 @@ def convert_llava(
     vision_tower: str | Path | None = None,
     dtype: str = "float16",
     trust_pickle: bool = False,
-    shard_size: str | int = "4GB",
+    shard_size: str | int = "2GB",
     overwrite: bool = False,
 ) -> LlavaConversion:
     """Convert (see the module docstring); returns the output folder and the report (``pfmvg_conversion.json``)."""
