@@ -234,6 +234,13 @@ def test_conversion_report_and_files(ckpts):
     assert (med.out / "llava_original" / "tokenizer.model").is_file()
     v15 = json.loads((ckpts["llama"]["out"].out / "pfmvg_conversion.json").read_text())
     assert v15["vision_weights"].startswith("from --vision-tower") and v15["template"] == "vicuna_v1"
+    clip_keys = sorted(k for k, _ in iter_tensors(ckpts["llama"]["clip"]))
+    assert set(clip_keys) <= set(v15["keys"]["read"])  # CLIP's own names, as read
+    assert v15["keys"]["renamed"]["vision_model.pre_layrnorm.weight"] == \
+        "model.vision_tower.vision_model.pre_layrnorm.weight"
+    assert "lm_head.weight" in v15["keys"]["read"] and "lm_head.weight" not in v15["keys"]["renamed"]
+    with pytest.raises(ValueError, match="already a transformers LLaVA"):
+        convert_llava(med.out, med.out.parent / "again")
 
 
 @pytest.mark.lowest

@@ -14,6 +14,7 @@ The checkpoint's config and tokenizer files are kept under ``llava_original/`` f
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -201,8 +202,8 @@ def convert_llava(
         report["vision_weights"] = "from the checkpoint (model.vision_tower.vision_tower.*)"
         vision_shapes = ckpt_vision
     elif vision_tower is not None:
-        vision_shapes = {vision_key_from_clip(k): s for k, s in list_tensors(vision_tower, trust_pickle).items()
-                         if vision_key_from_clip(k)}
+        clip_shapes = list_tensors(vision_tower, trust_pickle)
+        vision_shapes = {vision_key_from_clip(k): s for k, s in clip_shapes.items() if vision_key_from_clip(k)}
         if not vision_shapes:
             raise ConversionError(f"--vision-tower {vision_tower} holds no vision_model.* tensors (a CLIP or "
                                   "CLIPVisionModel folder is expected)")
@@ -236,14 +237,13 @@ def convert_llava(
     writer = ShardWriter(out, parse_size(shard_size))
     read, renamed, dropped = [], {}, []
     try:
-        sources = [iter_tensors(ckpt, trust_pickle)]
+        stream = ((k, to_hf_key(k), v) for k, v in iter_tensors(ckpt, trust_pickle))
+        total = len(shapes)
         if not ckpt_vision:
-            sources.append(((vision_key_from_clip(k), v) for k, v in iter_tensors(vision_tower, trust_pickle)
-                            if vision_key_from_clip(k)))
-        total = len(shapes) + (0 if ckpt_vision else len(vision_shapes))
-        stream = ((i, key, tensor) for i, source in enumerate(sources) for key, tensor in source)
-        for i, key, tensor in progress(stream, desc="convert llava", total=total, unit="tensor"):
-            name = to_hf_key(key) if i == 0 else key
+            clip = ((k, vision_key_from_clip(k), v) for k, v in iter_tensors(vision_tower, trust_pickle))
+            stream = itertools.chain(stream, clip)
+            total += len(clip_shapes)
+        for key, name, tensor in progress(stream, desc="convert llava", total=total, unit="tensor"):
             read.append(key)
             if name is None or name not in expected:
                 dropped.append(key)
@@ -263,7 +263,7 @@ def convert_llava(
         shutil.rmtree(out, ignore_errors=True)
         raise ConversionError(f"the converted model would be incomplete: missing {missing[:8]}"
                               f"{' ...' if len(missing) > 8 else ''}; wrong shapes {wrong[:5]}")
-    report["keys"] = {"read": len(read), "renamed": renamed, "dropped": sorted(dropped), "missing": missing,
+    report["keys"] = {"read": sorted(read), "renamed": renamed, "dropped": sorted(dropped), "missing": missing,
                       "written": len(writer.shapes)}
     report["model_files"] = files
 
@@ -273,6 +273,10 @@ def convert_llava(
     _save_processor(out, tokenizer, vision_config, original.template)
     _keep_original(ckpt, out)
     report["prompt_check"] = _check_prompt_tokens(out, ckpt, original.template)
+    if report["prompt_check"].get("tokens_equal") is False:
+        report.setdefault("warnings", []).append(
+            "the converted tokenizer encodes the rendered prompt differently from the original's chunked "
+            "tokenisation (prompt_check): the model will see token sequences it was not trained on")
     (out / CONVERSION_REPORT).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return LlavaConversion(out=out, report=report)
 

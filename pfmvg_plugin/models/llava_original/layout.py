@@ -102,12 +102,12 @@ def read_original_config(ckpt: Path) -> OriginalConfig:
         raise FileNotFoundError(f"{ckpt} has no config.json: pass the folder of an original LLaVA / LLaVA-Med "
                                 "checkpoint (e.g. liuhaotian/llava-v1.5-7b, microsoft/llava-med-v1.5-mistral-7b)")
     raw = json.loads(path.read_text())
+    if "text_config" in raw:  # transformers' own LLaVA (model_type "llava" too)
+        raise ValueError(f"{path} is already a transformers LLaVA checkpoint (it has a text_config): load it "
+                         "directly, there is nothing to convert")
     archs = raw.get("architectures") or []
     arch = next((a for a in archs if a in ARCHITECTURES), None) or MODEL_TYPES.get(raw.get("model_type", ""))
     if arch is None:
-        if "text_config" in raw and "vision_config" in raw:
-            raise ValueError(f"{path} is already a transformers LLaVA checkpoint (text_config + vision_config): "
-                             "load it directly, there is nothing to convert")
         raise ValueError(f"{path}: architectures {archs} / model_type {raw.get('model_type')!r} is not an original "
                          f"LLaVA checkpoint ({', '.join(ARCHITECTURES)})")
     for key, allowed in REQUIRED_MM.items():
