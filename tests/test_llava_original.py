@@ -322,6 +322,14 @@ def test_llava_lora_output_converts_and_merges_like_the_original(ckpts, tmp_path
     assert result["modules_to_save"] == ["multi_modal_projector"]
     record = json.loads((tmp_path / "adapter" / "pfmvg_training.json").read_text())
     assert record["image_resize"] == "pad" and record["box_codec"] == "llava_pad"
+    from helpers_eval import inputs_to_generate
+
+    from pfmvg_plugin.lmms.llava_model import PfmvgLlava
+
+    seen = inputs_to_generate(PfmvgLlava, c["out"].out, gray_portrait(), adapter=str(tmp_path / "adapter"))
+    image_id = c["out"].report["vocab"]["image_token_id"]
+    assert collapse(seen["input_ids"][0].tolist(), image_id) == original_ids(
+        c["ckpt"], PROMPTS["llama"].format(q="cardiomegaly"))  # the base's processor and template
 
     # the original's merge: W + alpha / r * B @ A on the language model, the projector from non_lora_trainables
     merged_ckpt = tmp_path / "llava-merged-reference"

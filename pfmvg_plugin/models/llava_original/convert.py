@@ -417,9 +417,6 @@ def convert_llava_lora(lora: str | Path, base: str | Path, out: str | Path, *, t
     TrainingRecord.create({"backbone": "llava", "convention": "llava", "box_codec": "llava_pad", "image_resize": "pad",
                            "base_model": str(base),
                            "extra": {"converted_from": str(lora)}}).write(out)
-    for name in ("processor_config.json", "preprocessor_config.json", "chat_template.jinja", "chat_template.json"):
-        if (base / name).is_file():
-            shutil.copy2(base / name, out / name)
     report = {"inputs": {"lora": str(lora), "base": str(base)}, "r": r, "lora_alpha": lc.lora_alpha,
               "target_modules": sorted(targets), "modules_to_save": modules_to_save,
               "keys": {"renamed": renamed, "dropped": sorted(dropped)}}
