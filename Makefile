@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
-EXTRAS ?= dev,eval,train,dicom,judge,agree,gpu
+EXTRAS ?= dev,eval,train,dicom,judge,agree,rate,gpu
 LOCK := constraints.txt
 # The second environment: the lowest versions pyproject.toml's extras allow (requirements/lowest.in).
 VENV_LOWEST ?= .venv-lowest
