@@ -98,9 +98,13 @@ class RatingsDB:
         """Every row, ordered by rater, task, model, sample id."""
         return self._rows(f"SELECT {self._COLUMNS} FROM ratings ORDER BY rater, task, model, sample_id")
 
-    def count(self) -> int:
+    def count(self, rater: str | None = None) -> int:
+        """Rows with a rating (of one rater, or of all)."""
+        sql, args = "SELECT COUNT(*) FROM ratings WHERE rating IS NOT NULL", ()
+        if rater is not None:
+            sql, args = sql + " AND rater = ?", (rater,)
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0])
+            return int(self._conn.execute(sql, args).fetchone()[0])
 
     def new_session(self, rater: str) -> str:
         """A fresh login token for ``rater`` (kept across server restarts)."""
