@@ -52,20 +52,22 @@ def _expected_rating(rater: str, item) -> int:
     return max(1, min(5, base - (rater == "bob" and sum(map(ord, item.id)) % 2 == 0) - (item.kind == "grounding")))
 
 
-def _drag_box(page, x0: int, y0: int, x1: int, y1: int, width: int, height: int) -> list[float]:
-    """Drag from (x0, y0) to (x1, y1) (offsets in CSS px from the image's top-left corner, rounded to whole
-    viewport pixels as mouse events are) and return the box expected in pixels of the original image."""
+def _drag_box(page, target: list[float], width: int, height: int) -> list[float]:
+    """Drag over ``target`` (a box in original-image pixels) on the displayed, possibly zoomed image, through whole
+    viewport pixels as mouse events are; return the box expected from where the mouse really went and the scale the
+    image is displayed at."""
     left, top, shown_w, shown_h = page.eval_on_selector(
         "#image", "e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }")
-    ax, ay, bx, by = round(left + x0), round(top + y0), round(left + x1), round(top + y1)
+    sx, sy = width / shown_w, height / shown_h  # original pixels per displayed pixel
+    ax, ay = round(left + target[0] / sx), round(top + target[1] / sy)
+    bx, by = round(left + target[2] / sx), round(top + target[3] / sy)
     page.mouse.move(ax, ay)
     page.mouse.down()
     page.mouse.move((ax + bx) / 2, (ay + by) / 2)
     page.mouse.move(bx, by)
     page.mouse.up()
-    sx, sy = width / shown_w, height / shown_h  # original pixels per displayed pixel
-    return [round((min(ax, bx) - left) * sx, 2), round((min(ay, by) - top) * sy, 2),
-            round((max(ax, bx) - left) * sx, 2), round((max(ay, by) - top) * sy, 2)]
+    return [round((ax - left) * sx, 2), round((ay - top) * sy, 2), round((bx - left) * sx, 2),
+            round((by - top) * sy, 2)]
 
 
 def _saved(page) -> None:
@@ -126,7 +128,11 @@ def test_two_readers_rate_in_chromium(browser, samples, tmp_path):
                     if rater == "alice" or pos % 2 == 0:
                         if pos == 0:  # zoomed in: the displayed scale changes, the saved pixels must not care
                             page.click("#zoom-in")
-                        box = _drag_box(page, 40, 30, 170, 120, item.width, item.height)
+                        w, h = item.width, item.height
+                        target = ([max(0, item.gt_boxes[0][0] - 3), max(0, item.gt_boxes[0][1] - 3),
+                                   min(w, item.gt_boxes[0][2] + 3), min(h, item.gt_boxes[0][3] + 3)] if pos == 0
+                                  else [0.3 * w, 0.2 * h, 0.7 * w, 0.6 * h])
+                        box = _drag_box(page, target, w, h)
                         _saved(page)
                         boxes[(rater, item.key)] = box
                         expect(page.locator("#my-box")).to_have_count(1)
