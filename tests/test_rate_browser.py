@@ -77,11 +77,12 @@ def _saved(page) -> None:
 
 
 def _shot(page, kind: str, shots: set) -> None:
+    """The first page of each item type, kept in $PFMVG_RATE_SCREENSHOTS when it is set."""
     folder = os.environ.get("PFMVG_RATE_SCREENSHOTS")
     if folder and kind not in shots:
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"rate_{kind}.png"))
-        shots.add(kind)
+    shots.add(kind)
 
 
 def _pfmvg(*argv: str) -> subprocess.CompletedProcess:
@@ -136,6 +137,15 @@ def test_two_readers_rate_in_chromium(browser, samples, tmp_path):
                         _saved(page)
                         boxes[(rater, item.key)] = box
                         expect(page.locator("#my-box")).to_have_count(1)
+                if rater == "alice" and item.kind == "report" and "report" not in shots:
+                    # window/level: output = (value - level) / window + 1/2, as an SVG transfer function
+                    page.locator("#window").fill("0.5")
+                    page.locator("#level").fill("0.4")
+                    assert page.get_attribute("#wl-r", "slope") == "2"
+                    assert float(page.get_attribute("#wl-r", "intercept")) == pytest.approx(0.5 - 0.4 / 0.5)
+                    assert "url(" in page.eval_on_selector("#image", "e => e.style.filter")
+                    page.click("#wl-reset")
+                    assert page.eval_on_selector("#image", "e => e.style.filter") == ""
                 rating = _expected_rating(rater, item)
                 if rater == "alice":
                     page.keyboard.press(str(rating))

@@ -222,6 +222,30 @@ def test_foreign_host_header_is_refused(server):
     assert status == 403 and "Host" in body
 
 
+def test_cross_site_post_is_refused(server):
+    c = Client(server.url)
+    status, _, body = c.request("/login", b"name=mallory", {"Origin": "http://attacker.example"})
+    assert status == 403 and "cross-site" in body
+    assert c.request("/item/0")[1] == "/"  # not signed in
+    status, where, _ = c.request("/login", b"name=ok", {"Origin": server.url})  # the app's own page
+    assert (status, where) == (200, "/item/0")
+
+
+def test_rubric_name_refuses_samples_of_another_kind(tmp_path, capsys):
+    report = tmp_path / "20260101_000000_samples_iuxray_report.jsonl"
+    report.write_text(json.dumps({"doc_id": 0, "report_sample": {"id": "r1", "prediction": "p", "reference": "r"}})
+                      + "\n")
+    db = str(tmp_path / "r.sqlite")
+    assert main(["rate", "serve", "--samples", str(report), "--rubric", "vqa", "--db", db]) == 1
+    assert (f"{report}: task iuxray_report is a report generation run, but --rubric vqa rates VQA outputs; leave "
+            "--rubric out") in capsys.readouterr().err
+    from pfmvg_plugin.rate.items import load_items
+
+    (item,) = load_items([str(report)], kind="report")
+    assert (item.kind, item.task, item.id, item.prediction, item.reference) == ("report", "iuxray_report", "r1",
+                                                                               "p", "r")
+
+
 def test_access_token(tmp_path, two_models):
     srv = Server([*two_models, "--db", str(tmp_path / "r.sqlite")], env={"PFMVG_RATE_TOKEN": "s3cret"})
     try:

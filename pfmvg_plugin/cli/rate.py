@@ -35,8 +35,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         "id/prediction/reference (repeatable). The model name defaults to the run's results.json "
                         "config.model, else the file's folder; name it when two runs would share one")
     s.add_argument("--rubric", default=None, metavar="report|vqa|grounding|FILE",
-                   help="the scale for text items: report, vqa, or a rubric file as for `pfmvg judge --rubric-file` "
-                        "(default: each item its own kind's rubric; grounding items always use the box scale)")
+                   help="what is rated: report, vqa or grounding (samples files of another kind of task are refused), "
+                        "or a rubric file as for `pfmvg judge --rubric-file` for every text item (default: each "
+                        "item on its own kind's scale, the anchors `pfmvg judge` uses; grounding: the box scale)")
     s.add_argument("--db", type=Path, required=True, help="SQLite file for the ratings (created if missing)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only). Any other address needs an "
@@ -79,7 +80,7 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--host {args.host} needs an access token: set {args.token_env} (e.g. "
                              f"`export {args.token_env}=$(python -c 'import secrets; print(secrets.token_urlsafe())')`)"
                              " and tell your readers, or keep the default --host 127.0.0.1")
-    items = load_items(args.samples)
+    items = load_items(args.samples, kind=args.rubric if args.rubric in ("report", "vqa", "grounding") else None)
     settings = Settings(items=items, scales=resolve_scales(args.rubric), db_path=args.db, host=args.host,
                         token=token, review=args.review)
     serve(settings, args.port)

@@ -20,6 +20,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
@@ -125,12 +126,16 @@ def _state(request: web.Request) -> RateApp:
 
 @web.middleware
 async def guard(request: web.Request, handler):
-    """Security headers on every answer; on loopback, requests for another host name are refused (DNS rebinding)."""
+    """Security headers on every answer; on loopback, requests for another host name are refused (DNS rebinding);
+    a POST from a page of another origin is refused (the session cookie is SameSite=Strict; this covers sign-in)."""
     state = _state(request)
     if is_loopback(state.settings.host):
         name = request.url.host or ""
         if name and not (is_loopback(name) or name == state.settings.host):
             return web.Response(status=403, text="unexpected Host header")
+    origin = request.headers.get("Origin")
+    if request.method == "POST" and origin and origin != "null" and urlsplit(origin).netloc != request.host:
+        return web.Response(status=403, text="cross-site request refused")  # e.g. a page elsewhere signing you in
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -22,7 +22,14 @@ from pfmvg_plugin.data.images import image_size
 from pfmvg_plugin.judge.rubrics import SCALE, Rubric, get_rubric, load_rubric_file
 from pfmvg_plugin.judge.samples import DEFAULT_PATHS, ReadStats, as_text, expand_inputs, first_value, iter_lines
 from pfmvg_plugin.report.overlays import ImageResolver
-from pfmvg_plugin.report.samples import IMAGE_ERROR, line_kind, parse_samples_name, results_file_for
+from pfmvg_plugin.report.samples import (
+    IMAGE_ERROR,
+    KIND_LABELS,
+    file_kind,
+    line_kind,
+    parse_samples_name,
+    results_file_for,
+)
 
 #: What a grounding reader rates (no judge rubric exists for boxes).
 GROUNDING_ANCHORS = {
@@ -186,10 +193,11 @@ def read_file(path: Path, model: str, resolver: ImageResolver) -> list[Item]:
     return items
 
 
-def load_items(specs: list[str]) -> list[Item]:
+def load_items(specs: list[str], kind: str | None = None) -> list[Item]:
     """Every item of the ``[MODEL=]PATH`` samples files (a directory: its lmms-eval samples files).
 
     Two files of the same task whose model names are the same (and not given) are an error: name them MODEL=PATH.
+    ``kind`` (``--rubric report|vqa|grounding``): a samples file of another kind of task is an error naming it.
     """
     resolver = ImageResolver()
     items: list[Item] = []
@@ -204,6 +212,11 @@ def load_items(specs: list[str]) -> list[Item]:
                 raise ValueError(f"{owners[(task, model)]} and {path} are both task {task} of model {model!r}: "
                                  "name them, e.g. --samples modelA=FILE --samples modelB=FILE")
             owners[(task, model)] = path
+            found = file_kind(path) if kind else None
+            if found is not None and found != kind:
+                raise ValueError(f"{path}: task {task} is a {KIND_LABELS[found]} run, but --rubric {kind} rates "
+                                 f"{KIND_LABELS[kind]} outputs; leave --rubric out to rate every file on its own "
+                                 "kind's scale")
             items.extend(read_file(path, model, resolver))
     seen: set[str] = set()
     for item in items:
