@@ -282,6 +282,28 @@ def test_malformed_samples_name_file_and_line(tmp_path, dataset, capsys):
     assert "of model 'm': name them" in capsys.readouterr().err
 
 
+def test_judge_output_serves_the_samples_it_judged(tmp_path, dataset):
+    """`pfmvg judge` output holds ratings, not texts: its summary names the samples files, whose judged ids are
+    served (here the judge skipped doc5)."""
+    from pfmvg_plugin.judge.run import Judgement, write_outputs
+    from pfmvg_plugin.rate.items import load_items
+
+    samples = _samples(tmp_path / "run.jsonl", dataset, "m")
+    out = tmp_path / "judge_report_gpt.jsonl"
+    write_outputs([Judgement(f"doc{n}", 3, "why", "rated", where=f"run.jsonl:{n + 1}") for n in range(5)],
+                  {"inputs": {"files": [str(samples)]}}, out)
+    items = load_items([f"llava={out}"])
+    assert [(i.model, i.id) for i in items] == [("llava", f"doc{n}") for n in range(5)]
+    assert items[0].prediction == "1 mm finding 0" and items[0].reference == "finding 0"
+    out.with_name("judge_report_gpt.summary.json").unlink()
+    with pytest.raises(ValueError, match=r"is a pfmvg judge output: it holds the judge's ratings, not the model's "
+                                         r"text\. Its judge_report_gpt\.summary\.json .* is missing"):
+        load_items([str(out)])
+    (tmp_path / "nopred.jsonl").write_text('{"id": "a", "reference": "r"}\n')
+    with pytest.raises(ValueError, match=r"nopred\.jsonl:1: no model output to rate"):
+        load_items([str(tmp_path / "nopred.jsonl")])
+
+
 def test_rubric_anchors_are_the_judges(tmp_path, dataset):
     from pfmvg_plugin.judge.rubrics import REPORT, VQA
     from pfmvg_plugin.rate.items import resolve_scales, scale_from_rubric

@@ -163,8 +163,11 @@ def read_file(path: Path, model: str, resolver: ImageResolver) -> list[Item]:
         if kind == "grounding":
             prediction = str(record.get("answer") or prediction)
         reference = as_text(first_value(obj, DEFAULT_PATHS["reference"]), join=True)
+        line = where.rsplit(":", 1)[1]
         if item_id is None:
-            raise ValueError(f"{path}:{where.rsplit(':', 1)[1]}: no sample id ({' / '.join(DEFAULT_PATHS['id'])})")
+            raise ValueError(f"{path}:{line}: no sample id ({' / '.join(DEFAULT_PATHS['id'])})")
+        if kind != "grounding" and first_value(obj, DEFAULT_PATHS["prediction"]) is None:
+            raise ValueError(f"{path}:{line}: no model output to rate ({' / '.join(DEFAULT_PATHS['prediction'])})")
         image, problem = None, "the sample names no prepared dataset image (dataset_dir + image)"
         if record.get("dataset_dir") and record.get("image"):
             before = len(resolver.missing)
@@ -193,8 +196,41 @@ def read_file(path: Path, model: str, resolver: ImageResolver) -> list[Item]:
     return items
 
 
+JUDGE_KEYS = {"id", "rating", "status", "where"}
+
+
+def judged_samples(path: Path) -> tuple[list[Path], set[str]] | None:
+    """For a ``pfmvg judge`` output (it holds ratings, not the model's text): the samples files it judged, from its
+    ``.summary.json``, and the ids it covers. None for any other file."""
+    ids: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for text in f:
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                return None  # not a judge output: read_file names the bad line
+            if not (isinstance(line, dict) and set(line) >= JUDGE_KEYS
+                    and first_value(line, DEFAULT_PATHS["prediction"]) is None):
+                return None
+            ids.add(str(line["id"]))
+    summary = path.with_name(path.name.removesuffix(".jsonl") + ".summary.json")
+    try:
+        files = [Path(p) for p in json.loads(summary.read_text())["inputs"]["files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{path} is a pfmvg judge output: it holds the judge's ratings, not the model's text. Its "
+                         f"{summary.name} (which lists the samples files it judged) is missing or unreadable: give "
+                         "those samples files to --samples instead") from None
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise ValueError(f"{path}: the samples files this judge output was made from are gone: {', '.join(missing)}")
+    return files, ids
+
+
 def load_items(specs: list[str], kind: str | None = None) -> list[Item]:
-    """Every item of the ``[MODEL=]PATH`` samples files (a directory: its lmms-eval samples files).
+    """Every item of the ``[MODEL=]PATH`` samples files (a directory: its lmms-eval samples files; a ``pfmvg judge``
+    output: the items of the samples files it judged).
 
     Two files of the same task whose model names are the same (and not given) are an error: name them MODEL=PATH.
     ``kind`` (``--rubric report|vqa|grounding``): a samples file of another kind of task is an error naming it.
@@ -204,20 +240,23 @@ def load_items(specs: list[str], kind: str | None = None) -> list[Item]:
     owners: dict[tuple[str, str], Path] = {}
     for spec in specs:
         given, where = split_spec(spec)
-        for path in expand_inputs([where]):
-            model = given or default_model(path)
-            date, task = parse_samples_name(path)
-            task = task if date else f"{path.name} (not an lmms-eval samples file)"
-            if (task, model) in owners:
-                raise ValueError(f"{owners[(task, model)]} and {path} are both task {task} of model {model!r}: "
-                                 "name them, e.g. --samples modelA=FILE --samples modelB=FILE")
-            owners[(task, model)] = path
-            found = file_kind(path) if kind else None
-            if found is not None and found != kind:
-                raise ValueError(f"{path}: task {task} is a {KIND_LABELS[found]} run, but --rubric {kind} rates "
-                                 f"{KIND_LABELS[kind]} outputs; leave --rubric out to rate every file on its own "
-                                 "kind's scale")
-            items.extend(read_file(path, model, resolver))
+        for given_path in expand_inputs([where]):
+            judged = judged_samples(given_path)
+            for path in judged[0] if judged else [given_path]:
+                model = given or default_model(path)
+                date, task = parse_samples_name(path)
+                task = task if date else f"{path.name} (not an lmms-eval samples file)"
+                if (task, model) in owners:
+                    raise ValueError(f"{owners[(task, model)]} and {path} are both task {task} of model {model!r}: "
+                                     "name them, e.g. --samples modelA=FILE --samples modelB=FILE")
+                owners[(task, model)] = path
+                found = file_kind(path) if kind else None
+                if found is not None and found != kind:
+                    raise ValueError(f"{path}: task {task} is a {KIND_LABELS[found]} run, but --rubric {kind} rates "
+                                     f"{KIND_LABELS[kind]} outputs; leave --rubric out to rate every file on its own "
+                                     "kind's scale")
+                read = read_file(path, model, resolver)
+                items.extend(i for i in read if judged is None or i.id in judged[1])
     seen: set[str] = set()
     for item in items:
         if item.key in seen:
