@@ -7,6 +7,7 @@ and the export read by the real `pfmvg agree` (numbers checked against scipy / s
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -202,6 +204,34 @@ def test_image_paths_stay_inside_the_data_root(tmp_path, dataset):
     finally:
         srv.stop()
     assert "2 without an image" in "".join(srv.lines)
+
+
+def test_dicom_image_is_served_as_png(tmp_path):
+    """A real DICOM radiograph (pydicom-data's RG1_UNCR.dcm, MONOCHROME1) is windowed and sent as a grey PNG at its
+    full size, and a box is clipped to that size."""
+    pydicom = pytest.importorskip("pydicom")
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path / "cr"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "RG1_UNCR.dcm").symlink_to(get_testdata_file("RG1_UNCR.dcm"))
+    (root / "dataset.json").write_text(json.dumps({"name": "cr", "image_root": "images"}))
+    samples = tmp_path / "cr.jsonl"
+    samples.write_text(json.dumps({"id": "RG1", "prediction": "p", "reference": "r", "dataset_dir": str(root),
+                                   "image": "RG1_UNCR.dcm"}) + "\n")
+    srv = Server(["--samples", f"m={samples}", "--db", str(tmp_path / "r.sqlite")])
+    try:
+        c = Client(srv.url)
+        c.login("x")
+        with c.opener.open(urllib.request.Request(srv.url + "/image/0"), timeout=60) as r:
+            assert r.headers["Content-Type"] == "image/png"
+            image = Image.open(io.BytesIO(r.read()))
+        ds = pydicom.dcmread(get_testdata_file("RG1_UNCR.dcm"), stop_before_pixels=True)
+        assert image.mode == "L" and image.size == (ds.Columns, ds.Rows)
+        assert c.rate(0, 4, box=[-1, -1, 1e6, 1e6])[1]["box"] == [0.0, 0.0, float(ds.Columns), float(ds.Rows)]
+    finally:
+        srv.stop()
 
 
 def test_rating_and_box_validation(server):
