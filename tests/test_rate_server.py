@@ -429,3 +429,13 @@ def test_cli_imports_no_web_stack():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'jinja2')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_wheel_ships_the_templates_and_static_files(built_wheel):
+    import zipfile
+
+    rate = Path(__file__).resolve().parents[1] / "pfmvg_plugin" / "rate"
+    wanted = {f"pfmvg_plugin/rate/{p.relative_to(rate)}" for folder in ("templates", "static")
+              for p in (rate / folder).iterdir() if p.is_file()}
+    names = set(zipfile.ZipFile(built_wheel).namelist())
+    assert len(wanted) == 7 and wanted <= names, sorted(wanted - names)
