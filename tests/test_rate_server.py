@@ -276,6 +276,18 @@ def test_rubric_name_refuses_samples_of_another_kind(tmp_path, capsys):
                                                                                "p", "r")
 
 
+def test_review_mode_is_unblinded(tmp_path, two_models, capsys):
+    srv = Server([*two_models, "--db", str(tmp_path / "r.sqlite"), "--review"])
+    try:
+        html = Client(srv.url).login("chief")[2]
+        first = _queue(two_models, "chief")[0].item.model
+        assert "review mode: unblinded" in html and f'<span class="badge" id="model-name">{first}</span>' in html
+    finally:
+        srv.stop()
+    assert main(["rate", "serve", *two_models, "--db", str(tmp_path / "r.sqlite"), "--rubric", "reprot"]) == 1
+    assert "--rubric reprot: not report, vqa or grounding, and no such rubric file" in capsys.readouterr().err
+
+
 def test_access_token(tmp_path, two_models):
     srv = Server([*two_models, "--db", str(tmp_path / "r.sqlite")], env={"PFMVG_RATE_TOKEN": "s3cret"})
     try:

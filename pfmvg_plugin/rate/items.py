@@ -73,6 +73,8 @@ def resolve_scales(rubric: str | None) -> dict[str, Scale]:
               "grounding": GROUNDING_SCALE}
     if rubric is None or rubric == "grounding":
         return scales
+    if rubric not in ("report", "vqa") and not Path(rubric).is_file():
+        raise ValueError(f"--rubric {rubric}: not report, vqa or grounding, and no such rubric file")
     chosen = (scale_from_rubric(get_rubric(rubric)) if rubric in ("report", "vqa")
               else scale_from_rubric(load_rubric_file(rubric)))
     return {"report": chosen, "vqa": chosen, "grounding": GROUNDING_SCALE}
