@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
-EXTRAS ?= dev,eval,train,dicom,judge,agree,gpu
+EXTRAS ?= dev,eval,train,dicom,judge,agree,rate,gpu
 LOCK := constraints.txt
 # The second environment: the lowest versions pyproject.toml's extras allow (requirements/lowest.in).
 VENV_LOWEST ?= .venv-lowest
@@ -44,11 +44,15 @@ $(STAMP_LOWEST): pyproject.toml $(LOCK_LOWEST)
 
 # Refresh the locks from a clean resolve (after changing requirements/*.in or pyproject.toml's dependencies, or to
 # take newer releases): a throwaway venv installs the direct pins and the package, and its `pip freeze` is the lock.
+# `make lock KEEP=1` (and `make lock-lowest KEEP=1`) resolves with the current lock as extra constraints: a newly
+# added dependency gets pinned and every existing pin stays (check with `git diff constraints.txt`).
+KEEP ?=
 lock:
-	$(PYTHON) tools/lock.py --pins requirements/direct.in --extras $(EXTRAS) --out $(LOCK)
+	$(PYTHON) tools/lock.py --pins requirements/direct.in --extras $(EXTRAS) --out $(LOCK) $(if $(KEEP),--keep $(LOCK))
 
 lock-lowest:
-	$(PYTHON) tools/lock.py --pins requirements/lowest.in --extras $(EXTRAS_LOWEST) --out $(LOCK_LOWEST)
+	$(PYTHON) tools/lock.py --pins requirements/lowest.in --extras $(EXTRAS_LOWEST) --out $(LOCK_LOWEST) \
+		$(if $(KEEP),--keep $(LOCK_LOWEST))
 
 lint: install
 	$(VENV)/bin/ruff check .

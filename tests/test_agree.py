@@ -143,6 +143,20 @@ def test_values_and_spec_parsing(tmp_path):
     assert report["rows"] == 5
 
 
+def test_long_format_with_models_and_tasks_keys_units_by_what_varies(tmp_path):
+    """`pfmvg rate export`: a `model` (or `task`) column that varies joins the unit id, so two models' outputs of one
+    document are two units, not a duplicate; a column with one value leaves the ids plain (they join a judge file)."""
+    path = tmp_path / "rate.csv"
+    path.write_text("id,rater,model,task,rating\na,r1,m1,t,4\na,r1,m2,t,2\nb,r1,m1,t,5\na,r2,m2,t,1\n")
+    (r1, r2), _ = load_ratings(str(path))
+    assert r1.values == {"m1/a": 4.0, "m2/a": 2.0, "m1/b": 5.0} and r1.duplicates == 0
+    assert r2.values == {"m2/a": 1.0}
+    one = tmp_path / "one.csv"
+    one.write_text("id,rater,model,task,rating\na,r1,m1,t1,4\nb,r1,m1,t2,3\na,r2,m1,t1,2\n")
+    (r1, r2), _ = load_ratings(str(one))
+    assert r1.values == {"t1/a": 4.0, "t2/b": 3.0} and r2.values == {"t1/a": 2.0}
+
+
 def _write_inputs(tmp_path, n=30):
     rng = np.random.default_rng(11)
     truth = rng.integers(1, 6, n)

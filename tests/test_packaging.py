@@ -91,6 +91,9 @@ def _pfmvg() -> str:
         ["export"],
         ["export", "llava"],
         ["merge"],
+        ["rate"],
+        ["rate", "serve"],
+        ["rate", "export"],
     ],
 )
 def test_every_command_has_help(argv):

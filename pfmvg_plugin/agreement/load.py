@@ -6,7 +6,9 @@ A *source* is one file given as ``PATH`` or ``NAME=PATH`` (the name defaults to 
   lmms-eval's ``doc.id``), ``doc_id`` (or ``--id-field``). Long format -- a ``rater`` (or ``annotator``) column plus
   ``rating`` -- gives one variable per rater (``NAME:rater``); wide format gives ``NAME`` from a ``rating`` column,
   else one variable per numeric column (``NAME:column``). ``pfmvg judge`` output reads as it is (unrated samples have
-  ``rating: null``).
+  ``rating: null``). A long file may rate several models' outputs and tasks (``pfmvg rate export``: ``task`` and
+  ``model`` columns): a column of :data:`UNIT_COLUMNS` that holds more than one value becomes part of the unit, whose id
+  is then ``task/model/id`` (only the varying parts), so each output is one unit and nothing counts as a duplicate.
 * metrics (``--metrics``): a per-sample metrics CSV/JSONL (every numeric column is a metric), or lmms-eval
   ``--log_samples`` JSONL, whose numeric and boolean (0/1) per-sample fields (top level and inside per-sample record
   dicts such as ``vqa_sample``, not ``doc``) are metrics. Where a JSONL line carries prediction and reference texts
@@ -44,6 +46,8 @@ ID_COLUMNS = ("id", "sample_id", "doc_id")
 #: Where a row's id is looked for: plain columns first, then a record's / lmms-eval ``doc``'s id, then ``doc_id``.
 ID_PATHS = ("id", "sample_id", "*.id", "doc_id")
 RATER_COLUMNS = ("rater", "annotator", "reader")
+#: Columns of a long ratings file that, when they vary, tell apart units sharing a sample id (``pfmvg rate export``).
+UNIT_COLUMNS = ("task", "model")
 MISSING_TEXT = {"", "na", "n/a", "nan", "null", "none", "-"}
 #: Numeric fields of lmms-eval samples lines that are bookkeeping, not metrics.
 NOT_METRICS = {"doc_id", "id", "width", "height", "line", "attempts", "max_words", "n_scored"}
@@ -197,11 +201,13 @@ def load_ratings(spec: str, id_field: str | None = None, any_scale: bool = False
         var.add(sample_id, raw)
 
     if rater_col and rating_col:
+        unit_cols = [lower[c] for c in UNIT_COLUMNS if c in lower and len({r.get(lower[c]) for r in rows}) > 1]
         for line, row in numbered:
             sample_id = _row_id(row, id_field)
             if sample_id is None:
                 no_id += 1
                 continue
+            sample_id = "/".join([*(str(row.get(c)) for c in unit_cols), sample_id])
             rater = f"{name}:{row.get(rater_col)}"
             take(variables.setdefault(rater, Variable(rater, "rater", str(path))), sample_id, row.get(rating_col),
                  line, f"rater {row.get(rater_col)}")

@@ -15,6 +15,7 @@ from pfmvg_plugin.cli import data as data_cli
 from pfmvg_plugin.cli import export as export_cli
 from pfmvg_plugin.cli import judge as judge_cli
 from pfmvg_plugin.cli import merge as merge_cli
+from pfmvg_plugin.cli import rate as rate_cli
 from pfmvg_plugin.cli import report as report_cli
 from pfmvg_plugin.cli import train as train_cli
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge_cli.add_parser(commands)
     train_cli.add_parser(commands)
     agree_cli.add_parser(commands)
+    rate_cli.add_parser(commands)
     return parser
 
 
