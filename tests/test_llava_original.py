@@ -291,6 +291,16 @@ def test_refusals_say_what_to_do(ckpts, tmp_path):
         convert_llava(copy, tmp_path / "b")
     with pytest.raises(ConversionError, match="not empty"):
         convert_llava(ckpts["llama"]["ckpt"], ckpts["llama"]["out"].out, vision_tower=ckpts["llama"]["clip"])
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConversionError, match="not an earlier output"):
+        convert_llava(ckpts["mistral"]["ckpt"], precious, overwrite=True)
+    assert (precious / "thesis.tex").is_file()
+    first = convert_llava(ckpts["mistral"]["ckpt"], tmp_path / "conv", dtype="bfloat16")
+    again = convert_llava(ckpts["mistral"]["ckpt"], tmp_path / "conv", overwrite=True)  # an earlier output: replaced
+    assert first.out == again.out and json.loads((again.out / "pfmvg_conversion.json").read_text())["dtype"] == \
+        "float16"
 
 
 @pytest.mark.lowest
@@ -298,6 +308,8 @@ def test_convert_export_convert_gives_the_same_weights(ckpts, tmp_path):
     c = ckpts["mistral"]
     with pytest.raises(ConversionError, match="mistral"):
         export_llava(c["out"].out, tmp_path / "llava-med-finetuned")  # the original loader would build Llama
+    half = export_llava(c["out"].out, tmp_path / "llava-mistral-half", dtype="float16")  # loaded in float16 too
+    assert all(v.dtype == torch.float16 for _, v in iter_tensors(tmp_path / "llava-mistral-half"))
     exported = export_llava(c["out"].out, tmp_path / "llava-mistral-export", dtype="float32")
     assert json.loads((tmp_path / "llava-mistral-export" / "config.json").read_text())["architectures"] == [
         "LlavaMistralForCausalLM"]

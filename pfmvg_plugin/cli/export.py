@@ -35,7 +35,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                    help='output folder; its name must contain "llava" (and "mistral" for LLaVA-Med)')
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None,
                    help="storage dtype (default: the original config's torch_dtype, else float16)")
-    p.add_argument("--shard-size", default="4GB", help="largest safetensors shard (default 4GB)")
+    p.add_argument("--shard-size", default="2GB", help="largest safetensors shard (default 2GB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     p.set_defaults(handler=_run)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,17 @@ def parse_size(text: str | int) -> int:
         raise ValueError(f"cannot read size {text!r} (e.g. 4GB, 500MB)")
     unit = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "M": 2**20, "MB": 2**20, "G": 2**30, "GB": 2**30}[m.group(2)]
     return int(float(m.group(1)) * unit)
+
+
+def prepare_output_dir(out: Path, overwrite: bool) -> None:
+    """Make ``out`` ready for a conversion's output. A non-empty folder is replaced only with ``overwrite`` and only
+    when it holds an earlier output (its ``pfmvg_conversion.json``): a mistyped path is never wiped."""
+    out = Path(out)
+    if not (out.exists() and any(out.iterdir())):
+        return
+    if not overwrite:
+        raise ConversionError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    if not (out / CONVERSION_REPORT).is_file():
+        raise ConversionError(f"{out} is not empty and holds no {CONVERSION_REPORT}, so it is not an earlier output "
+                              "and --overwrite leaves it alone: remove it yourself or choose another --out")
+    shutil.rmtree(out)

@@ -28,6 +28,7 @@ from pfmvg_plugin.models.checkpoint_io import (
     iter_tensors,
     list_tensors,
     parse_size,
+    prepare_output_dir,
 )
 from pfmvg_plugin.models.llava_original.layout import (
     CHAT_TEMPLATES,
@@ -188,10 +189,7 @@ def convert_llava(
     ckpt, out = Path(ckpt), Path(out)
     vision_tower = Path(vision_tower) if vision_tower else None
     original = read_original_config(ckpt)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConversionError(f"{out} exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    prepare_output_dir(out, overwrite)
     inputs = {"ckpt": str(ckpt), "vision_tower": str(vision_tower) if vision_tower else None}
     report: dict[str, Any] = {"inputs": inputs, "architecture": original.architecture,
                               "template": original.template, "dtype": dtype}
@@ -361,8 +359,7 @@ def convert_llava_lora(lora: str | Path, base: str | Path, out: str | Path, *, t
                                 "(adapter_config.json, adapter_model.*, non_lora_trainables.bin)")
     if not (base / "config.json").is_file():
         raise FileNotFoundError(f"--base {base}: not a converted model folder (run pfmvg convert llava first)")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConversionError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    prepare_output_dir(out, overwrite)
     their = json.loads(cfg_path.read_text())
     weights = list_tensors(lora, trust_pickle, pattern="adapter_model*")
     if not weights:
@@ -408,9 +405,7 @@ def convert_llava_lora(lora: str | Path, base: str | Path, out: str | Path, *, t
     lc = LoraConfig(r=r, lora_alpha=their.get("lora_alpha", 2 * r), lora_dropout=float(their.get("lora_dropout", 0.05)),
                     target_modules=language_model_regex(sorted(targets)), modules_to_save=modules_to_save,
                     bias="none", base_model_name_or_path=str(base))
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     lc.save_pretrained(str(out))
     save_file({k: v.to(torch.float32) if v.dtype == torch.float64 else v for k, v in tensors.items()},
               str(out / "adapter_model.safetensors"), metadata={"format": "pt"})

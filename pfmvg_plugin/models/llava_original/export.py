@@ -15,7 +15,13 @@ import json
 import shutil
 from pathlib import Path
 
-from pfmvg_plugin.models.checkpoint_io import CONVERSION_REPORT, ConversionError, ShardWriter, parse_size
+from pfmvg_plugin.models.checkpoint_io import (
+    CONVERSION_REPORT,
+    ConversionError,
+    ShardWriter,
+    parse_size,
+    prepare_output_dir,
+)
 from pfmvg_plugin.models.llava_original.layout import ORIGINAL_DIR, TOKENIZER_FILES, disk_name, to_original_key
 
 _DTYPES = ("float16", "bfloat16", "float32")
@@ -34,7 +40,7 @@ def folder_name_problem(out: Path, text_model_type: str) -> str | None:
 
 
 def export_llava(model: str | Path, out: str | Path, *, adapter: str | Path | None = None, dtype: str | None = None,
-                 shard_size: str | int = "4GB", overwrite: bool = False) -> dict:
+                 shard_size: str | int = "2GB", overwrite: bool = False) -> dict:
     """Write ``model`` (+ ``adapter``, merged) to ``out`` in the original layout; returns the report."""
     import torch
     from transformers import LlavaForConditionalGeneration
@@ -50,15 +56,15 @@ def export_llava(model: str | Path, out: str | Path, *, adapter: str | Path | No
     if problem:
         suggestion = "llava-med-v1.5-mistral-7b-mscxr" if text_type == "mistral" else "llava-v1.5-7b-mscxr"
         raise ConversionError(f"{problem}; name it e.g. {out.parent / suggestion}")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConversionError(f"{out} exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    prepare_output_dir(out, overwrite)
     dtype = dtype or str(original.get("torch_dtype") or "float16")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
 
-    hf = LlavaForConditionalGeneration.from_pretrained(str(model), dtype=torch.float32)
+    # loaded (and an adapter merged) in the export dtype: a 7B model in float16 is ~14 GB, in float32 it would not fit
+    # a 24 GB machine
+    torch_dtype = getattr(torch, dtype)
+    hf = LlavaForConditionalGeneration.from_pretrained(str(model), dtype=torch_dtype)
     merged = None
     if adapter is not None:
         from peft import PeftModel
@@ -68,7 +74,6 @@ def export_llava(model: str | Path, out: str | Path, *, adapter: str | Path | No
     vocab = int(original["vocab_size"])
     out.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out, parse_size(shard_size))
-    torch_dtype = getattr(torch, dtype)
     try:
         for name, tensor in hf.state_dict().items():
             key = to_original_key(disk_name(name))
