@@ -185,6 +185,29 @@ def test_a_generic_backend_is_asked_in_the_language_of_the_model_it_serves(serve
     assert ("no box language known" in said) == (served == "my-own-radiology-model")
 
 
+@pytest.mark.parametrize(("kwargs", "served", "protocol"), [
+    ({"convention": "qwen25vl"}, None, "native"),
+    ({"convention": "api", "protocol": "uniform"}, None, "uniform"),  # the *_grounding_uniform variants
+    ({"convention": "served"}, "Qwen/Qwen2.5-VL-7B-Instruct", "native"),
+    ({"convention": "served"}, "my-own-radiology-model", "uniform"),  # unknown: asked the uniform prompt
+])
+def test_the_results_say_which_protocol_asked(kwargs, served, protocol, monkeypatch):
+    from pfmvg_plugin.lmms import grounding_task, state, task_data
+
+    monkeypatch.setattr(task_data, "cli_model_args", lambda: {"model": served} if served else {})
+    state.reset()
+    try:
+        doc = {"id": "d", "phrase": PHRASE, "width": 100, "height": 80, "boxes": [[10, 10, 50, 40]],
+               "source": "synthcxr", "pfmvg_task": "t"}
+        grounding_task.doc_to_text(doc, kwargs)
+        assert state.protocol(doc) == protocol
+        assert grounding_task.process_results(doc, ["nothing"])["protocol"] == protocol
+        with pytest.raises(ValueError, match="unknown protocol"):
+            grounding_task.doc_to_text(doc, {**kwargs, "protocol": "mixed"})
+    finally:
+        state.reset()
+
+
 def test_the_environment_override_wins_for_every_model(monkeypatch):
     from pfmvg_plugin.lmms import state
 
@@ -296,7 +319,7 @@ def _cli(tmp_path, name: str, task: str, writer: str | None = None, model_args: 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_each_family_scores_its_own_answers_through_the_cli(name, tmp_path):
     results = _cli(tmp_path, name, "synthcxr_grounding")
-    assert results["prompt_convention,none"] == FAMILIES[name][0]
+    assert results["prompt_convention,none"] == FAMILIES[name][0] and results["protocol,none"] == "native"
     assert results["n_scored,none"] == len(SIZES) and results["parse_failure_rate,none"] == 0.0
     assert results["format/ok,none"] == 1.0 and results["format/no_box,none"] == 0.0
     assert results["acc@0.5,none"] == 1.0, results
@@ -311,6 +334,7 @@ def test_a_model_served_by_vllm_is_asked_and_scored_in_its_format(served, tmp_pa
     results = _cli(tmp_path, "vllm", "synthcxr_grounding", writer=writer, model_args=f"model={served}")
     expected = SERVED[served][0] if served in SERVED else "qwen3vl"
     assert results["prompt_convention,none"] == expected and results["acc@0.5,none"] == 1.0, results
+    assert results["protocol,none"] == "native"
 
 
 @pytest.mark.slow
@@ -319,6 +343,7 @@ def test_the_uniform_protocol_asks_every_model_for_floats(tmp_path):
     its native box_2d answers are counted as format failures there (not misread)."""
     results = _cli(tmp_path / "floats", "gemini", "synthcxr_grounding_uniform", writer="llava_onevision")
     assert results["prompt_convention,none"] == "api" and results["acc@0.5,none"] == 1.0, results
+    assert results["protocol,none"] == "uniform"
     native = _cli(tmp_path / "native", "gemini", "synthcxr_grounding_uniform")
     assert native["acc@0.5,none"] == 0.0 and native["format/ok,none"] < 1.0, native
 

@@ -308,7 +308,7 @@ def test_convert_export_convert_gives_the_same_weights(ckpts, tmp_path):
     c = ckpts["mistral"]
     with pytest.raises(ConversionError, match="mistral"):
         export_llava(c["out"].out, tmp_path / "llava-med-finetuned")  # the original loader would build Llama
-    half = export_llava(c["out"].out, tmp_path / "llava-mistral-half", dtype="float16")  # loaded in float16 too
+    export_llava(c["out"].out, tmp_path / "llava-mistral-half", dtype="float16")  # loaded in float16 too
     assert all(v.dtype == torch.float16 for _, v in iter_tensors(tmp_path / "llava-mistral-half"))
     exported = export_llava(c["out"].out, tmp_path / "llava-mistral-export", dtype="float32")
     assert json.loads((tmp_path / "llava-mistral-export" / "config.json").read_text())["architectures"] == [

@@ -449,14 +449,15 @@ def test_record_keys_match_the_tasks():
                            "report": report_task.SAMPLE_KEY}
 
 
-def _comparison_run(ds: PreparedDataset, root: Path, model: str, answer_fn) -> Path:
-    """An lmms-eval run dir of ``model`` whose answer to each record is ``answer_fn(i, rec)`` (LLaVA floats)."""
+def _comparison_run(ds: PreparedDataset, root: Path, model: str, answer_fn, **extra) -> Path:
+    """An lmms-eval run dir of ``model`` whose answer to each record is ``answer_fn(i, rec)`` (LLaVA floats);
+    ``extra``: fields added to every per-sample record."""
     run = root / model / f"org__{model}"
     run.mkdir(parents=True)
     lines = []
     for i, rec in enumerate(_records(ds)):
         answer = answer_fn(i, rec)
-        lines.append(_line(i, _our_record(rec, ds, answer), answer))
+        lines.append(_line(i, {**_our_record(rec, ds, answer), **extra}, answer))
     (run / f"{DATE}_samples_{TASK}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run / f"{DATE}_results.json").write_text(json.dumps(
         {"results": {TASK: {"alias": TASK}}, "config": {"model": model, "model_args": f"pretrained=org/{model}"}}))
@@ -476,7 +477,7 @@ def test_several_runs_get_one_comparison_page(dataset, tmp_path, monkeypatch):
         return "I am not sure." if i % 2 else exact(i, rec)
 
     good = _comparison_run(dataset, tmp_path, "good_model", exact)
-    weak = _comparison_run(dataset, tmp_path, "weak_model", half_chatter)
+    weak = _comparison_run(dataset, tmp_path, "weak_model", half_chatter, protocol="uniform")
     out = tmp_path / "cmp"
     assert pfmvg(["report", str(good), str(weak), "--out", str(out), "--queries", "4", "--n-bootstrap", "50"]) == 0
     summary = json.loads((out / "comparison.json").read_text())["tasks"][TASK]
@@ -486,7 +487,8 @@ def test_several_runs_get_one_comparison_page(dataset, tmp_path, monkeypatch):
     assert rows["good_model"]["acc@0.5"] == 1.0 and rows["good_model"]["format"]["ok"] == 1.0
     assert rows["weak_model"]["acc@0.5"] == aggregate(weak_records, n_bootstrap=0)["acc@0.5"]
     assert rows["weak_model"]["format"]["no_box"] == pytest.approx((n // 2) / n)
-    assert rows["weak_model"]["convention"] == "llava" and rows["weak_model"]["n"] == n
+    assert rows["weak_model"]["convention"] == "llava (uniform)" and rows["weak_model"]["n"] == n
+    assert rows["good_model"]["convention"] == "llava"  # samples logged before the protocol was recorded
     assert len(summary["queries"]) == 4 and len(set(summary["queries"])) == 4
     grid = Image.open(summary["grid"])
     assert grid.width >= 4 * 192 and grid.height >= 2 * 192  # 4 queries x 2 runs

@@ -19,7 +19,8 @@ Prompts and box formats follow the model (``lmms_eval_specific_kwargs`` -> :mod:
 * per-category keys ``acc@0.5/<category>`` and ``miou/<category>`` for the dataset's categories
   (:data:`CATEGORIES_BY_SOURCE`): the compact score for the doc's own category, None for the others, so every key
   has one value per doc (lmms-eval takes a task's sample count from whichever key it aggregates last);
-* ``multibox_mode`` and ``prompt_convention`` as strings, shown as rows of the results table;
+* ``multibox_mode``, ``prompt_convention`` and ``protocol`` (``native`` / ``uniform``) as strings, shown as rows
+  of the results table;
 * ``n_scored`` (the docs every metric is over) and ``image_errors``: a doc whose image cannot be read is left out of
   every metric (None under each score key, status ``image_error`` in its record), never scored as a wrong answer,
   and counted there, with one stderr line at the end.
@@ -116,7 +117,8 @@ def category_key(metric: str, category: str) -> str:
 def metric_names(source: str) -> list[str]:
     """Every aggregated metric key of a dataset's task, in the order the task YAMLs list them."""
     per_category = [category_key(m, c) for m in CATEGORY_METRICS for c in CATEGORIES_BY_SOURCE.get(source, ())]
-    return [*HEADLINE_METRICS, "n_scored", "image_errors", *per_category, "multibox_mode", "prompt_convention"]
+    return [*HEADLINE_METRICS, "n_scored", "image_errors", *per_category, "multibox_mode", "prompt_convention",
+            "protocol"]
 
 
 # ---- docs -----------------------------------------------------------------------------------------------------------
@@ -219,12 +221,19 @@ def doc_to_text(doc: Mapping, lmms_eval_specific_kwargs: Mapping | None = None) 
     """The refer prompt in the convention the task kwargs select for the model; records that convention."""
     check_doc(doc)
     kwargs = dict(lmms_eval_specific_kwargs or {})
+    protocol = str(kwargs.get("protocol") or "native")
+    if protocol not in state.PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} in the task's kwargs; choose one of "
+                         f"{', '.join(state.PROTOCOLS)}")
     if kwargs.get("convention") == served.SERVED:  # a generic backend: the family of the model it serves
-        kwargs["convention"] = served.served_convention(task_data.cli_model_args())
+        model_args = task_data.cli_model_args()
+        kwargs["convention"] = served.served_convention(model_args)
+        if served.known_convention(model_args) is None:
+            protocol = "uniform"  # an unknown model is asked the uniform prompt: the results say so
     convention = state.resolve_convention(kwargs)
     accepted = convention_codec(convention).options()  # frame options only where the codec has a frame
     frame_options = {k: v for k, v in task_data.codec_frame(kwargs).items() if k in accepted}
-    state.note_prompt_convention(convention, doc, kwargs.get("frame"), frame_options)
+    state.note_prompt_convention(convention, doc, kwargs.get("frame"), frame_options, protocol)
     return build_prompt("refer", convention, phrase=doc["phrase"])
 
 
@@ -282,6 +291,7 @@ def score_answer(doc: Mapping, answer: object, convention: str | None = None) ->
         "parsed": score.parsed,
         "status": score.status,
         "convention": convention,
+        "protocol": state.protocol(doc),
         "mode": score.mode,
         "answer": text[:ANSWER_CHARS],
         "source": doc.get("source"),
@@ -324,6 +334,7 @@ def process_results(doc: Mapping, results: Sequence) -> dict:
             out[category_key(metric, category)] = compact if category == own else None
     out["multibox_mode"] = score.mode
     out["prompt_convention"] = convention
+    out["protocol"] = state.protocol(doc)
     out.update(task_data.image_accounting(doc, None))
     return out
 
@@ -334,7 +345,7 @@ def _image_error_results(doc: Mapping, results: Sequence, convention: str, probl
     record = {"id": doc.get("id"), "dataset_dir": doc.get("dataset_dir"), "image": doc.get("image"),
               "phrase": doc.get("phrase"), "category": doc.get("category"), "gt_boxes": doc.get("boxes"),
               "pred_boxes": [], "iou": None, "dice": None, "parsed": False, "status": IMAGE_ERROR,
-              "convention": convention, "mode": MULTIBOX_MODE, "error": problem,
+              "convention": convention, "protocol": state.protocol(doc), "mode": MULTIBOX_MODE, "error": problem,
               "answer": (answer if isinstance(answer, str) else repr(answer))[:ANSWER_CHARS],
               "source": doc.get("source"), "split": doc.get("split")}
     out: dict = {SAMPLE_KEY: record}
@@ -342,7 +353,8 @@ def _image_error_results(doc: Mapping, results: Sequence, convention: str, probl
     for metric in CATEGORY_METRICS:
         for category in CATEGORIES_BY_SOURCE.get(str(doc.get("source")), ()):
             out[category_key(metric, category)] = None
-    out.update(multibox_mode=MULTIBOX_MODE, prompt_convention=convention, **task_data.image_accounting(doc, problem))
+    out.update(multibox_mode=MULTIBOX_MODE, prompt_convention=convention, protocol=state.protocol(doc),
+               **task_data.image_accounting(doc, problem))
     return out
 
 

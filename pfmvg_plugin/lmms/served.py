@@ -48,12 +48,21 @@ def served_name(model_args: Mapping) -> str | None:
     return None
 
 
-def served_convention(model_args: Mapping) -> str:
-    """The convention for the model a generic backend serves; ``api`` (uniform, said once) when it is unknown."""
+def known_convention(model_args: Mapping) -> str | None:
+    """The convention of the model a generic backend serves, when its name is one we know; else None."""
     name = served_name(model_args)
     for pattern, convention in PATTERNS:
         if name and pattern.search(name.lower()):
             return convention
+    return None
+
+
+def served_convention(model_args: Mapping) -> str:
+    """The convention for the model a generic backend serves; ``api`` (uniform, said once) when it is unknown."""
+    known = known_convention(model_args)
+    if known is not None:
+        return known
+    name = served_name(model_args)
     say_once(f"no box language known for the served model {name!r}: it is asked the uniform 0-1 prompt (set "
              "PFMVG_BOX_FORMAT=<convention> to choose one)")
     return "api"

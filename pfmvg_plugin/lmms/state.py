@@ -36,6 +36,8 @@ _model_codec_options: dict = {}
 _prompt_conventions: dict[str, str] = {}  # task key -> the convention its prompts were written in
 _frames: dict[str, str] = {}  # task key -> the image frame its images were shown in (FRAMES)
 _codec_options: dict[str, dict] = {}  # task key -> the frame of its convention's codec (Qwen2.5-VL pixel budget)
+_protocols: dict[str, str] = {}  # task key -> "native" (the model's own box language) or "uniform" (0-1 for all)
+PROTOCOLS = ("native", "uniform")
 
 #: How a task shows the model its images: as they are (the model's processor decides), or padded to a square first
 #: (LLaVA-1.5's expand2square, so a centre-cropping processor keeps the whole image; boxes are then relative to the
@@ -83,11 +85,14 @@ def _task_of(doc_or_task) -> str:
 
 
 def note_prompt_convention(convention: str, task: Mapping | str | None = None, frame: str | None = None,
-                           codec_options: Mapping | None = None) -> None:
+                           codec_options: Mapping | None = None, protocol: str = "native") -> None:
     """Record the convention the prompts of ``task`` (a doc, or its task key) were written in, the frame its
-    images were shown in and the options that place its codec in the model's input frame (``doc_to_text``; e.g. the
-    min/max pixels of a built-in Qwen2.5-VL). Raises ``ValueError`` for a frame the convention's box format cannot
-    express or options its codec rejects."""
+    images were shown in, the options that place its codec in the model's input frame (``doc_to_text``; e.g. the
+    min/max pixels of a built-in Qwen2.5-VL) and the protocol (``native``: the model's own box language; ``uniform``:
+    one 0-1 prompt for every model). Raises ``ValueError`` for a frame the convention's box format cannot express,
+    options its codec rejects or an unknown protocol."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     frame = frame or "original"
     if frame not in FRAMES:
         raise ValueError(f"unknown image frame {frame!r}; choose one of {', '.join(FRAMES)}")
@@ -100,11 +105,17 @@ def note_prompt_convention(convention: str, task: Mapping | str | None = None, f
     _prompt_conventions[_task_of(task)] = convention
     _frames[_task_of(task)] = frame
     _codec_options[_task_of(task)] = options
+    _protocols[_task_of(task)] = protocol
 
 
 def frame(task: Mapping | str | None = None) -> str:
     """The image frame of ``task`` (a doc, or its task key): ``original`` unless its kwargs said ``pad``."""
     return _frames.get(_task_of(task), "original")
+
+
+def protocol(task: Mapping | str | None = None) -> str:
+    """The protocol ``task``'s prompts were asked in (``native`` unless recorded otherwise)."""
+    return _protocols.get(_task_of(task), "native")
 
 
 def prompt_convention(task: Mapping | str | None = None) -> str:
@@ -133,3 +144,4 @@ def reset() -> None:
     _prompt_conventions.clear()
     _frames.clear()
     _codec_options.clear()
+    _protocols.clear()

@@ -45,6 +45,12 @@ class RunTask:
                 "format": format_compliance(statuses)}
 
 
+def _asked_in(record: dict) -> str:
+    """The box language a record's prompt used, with its protocol when the record says it (``qwen25vl (native)``)."""
+    convention = str(record.get("convention"))
+    return f"{convention} ({record['protocol']})" if record.get("protocol") else convention
+
+
 def _model(samples_path: Path) -> tuple[str, str]:
     """(model, model_args) from the run's results.json; empty strings when there is none or it cannot be read."""
     results = results_file_for(samples_path)
@@ -71,7 +77,7 @@ def _read_runs(paths: list[Path], task: str | None, n_bootstrap: int, seed: int,
                 continue
             model, model_args = _model(samples)
             summary = aggregate(records, n_bootstrap=n_bootstrap, seed=seed)
-            conventions = dict(Counter(str(r.get("convention")) for r in records).most_common())
+            conventions = dict(Counter(_asked_in(r) for r in records).most_common())
             label = f"{model or 'model'} ({path.name or path})"
             by_task.setdefault(name, []).append(RunTask(label, path, records, summary, model, model_args,
                                                         conventions))
