@@ -329,6 +329,11 @@ def test_llava_lora_output_converts_and_merges_like_the_original(ckpts, tmp_path
 
     c = ckpts["llama"]
     lora = write_tiny_lora(tmp_path / "llava-v1.5-tiny-lora", c["ckpt"], r=4, alpha=8)
+    config = json.loads((lora / "adapter_config.json").read_text())
+    (lora / "adapter_config.json").write_text(json.dumps({**config, "r": 8}))
+    with pytest.raises(ConversionError, match="ranks"):
+        convert_llava_lora(lora, c["out"].out, tmp_path / "bad")
+    (lora / "adapter_config.json").write_text(json.dumps(config))
     result = convert_llava_lora(lora, c["out"].out, tmp_path / "adapter")
     assert result["target_modules"] == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
     assert result["modules_to_save"] == ["multi_modal_projector"]

@@ -27,8 +27,11 @@ from pfmvg_plugin.models.checkpoint_io import (
     ShardWriter,
     iter_tensors,
     list_tensors,
+    load_torch_file,
     parse_size,
     prepare_output_dir,
+    state_dict_of,
+    weight_files,
 )
 from pfmvg_plugin.models.llava_original.layout import (
     CHAT_TEMPLATES,
@@ -42,8 +45,6 @@ from pfmvg_plugin.models.llava_original.layout import (
 )
 
 _DTYPES = ("float16", "bfloat16", "float32")
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _VISION_PREFIX = "model.vision_tower.vision_tower."
 _LORA_PREFIX = "base_model.model."
 
@@ -300,12 +301,13 @@ def _expected_shapes(config) -> dict[str, tuple[int, ...]]:
 
 def _save_processor(out: Path, tokenizer, vision_config, template: str) -> None:
     from transformers import LlavaImageProcessor, LlavaProcessor
+    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     side = int(vision_config.image_size)
     image_processor = LlavaImageProcessor(
         do_pad=True, do_resize=True, size={"shortest_edge": side}, do_center_crop=True,
-        crop_size={"height": side, "width": side}, resample=3, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
-        do_convert_rgb=True)
+        crop_size={"height": side, "width": side}, resample=3, image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD), do_convert_rgb=True)
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                patch_size=int(vision_config.patch_size), vision_feature_select_strategy="default",
                                num_additional_image_tokens=1, chat_template=CHAT_TEMPLATES[template])
@@ -344,11 +346,10 @@ def convert_llava_lora(lora: str | Path, base: str | Path, out: str | Path, *, t
                        overwrite: bool = False) -> dict:
     """LLaVA's ``train.py`` LoRA output (``adapter_config.json``, ``adapter_model.*``, ``non_lora_trainables.bin``)
     -> a PEFT LoRA adapter over the converted ``base`` (the projector as a ``modules_to_save`` module)."""
-    import torch
     from peft import LoraConfig
     from safetensors.torch import save_file
+    from transformers import AutoConfig
 
-    from pfmvg_plugin.models.checkpoint_io import load_torch_file, state_dict_of
     from pfmvg_plugin.models.lora_targets import language_model_regex
     from pfmvg_plugin.training_record import TrainingRecord
 
@@ -361,11 +362,10 @@ def convert_llava_lora(lora: str | Path, base: str | Path, out: str | Path, *, t
         raise FileNotFoundError(f"--base {base}: not a converted model folder (run pfmvg convert llava first)")
     prepare_output_dir(out, overwrite)
     their = json.loads(cfg_path.read_text())
-    weights = list_tensors(lora, trust_pickle, pattern="adapter_model*")
-    if not weights:
+    if not weight_files(lora, "adapter_model*"):
         raise ConversionError(f"{lora}: no adapter_model.safetensors / adapter_model.bin")
-    expected = _expected_shapes(_load_config(base))
-    tensors, renamed, dropped, targets = {}, {}, [], set()
+    expected = _expected_shapes(AutoConfig.from_pretrained(str(base)))
+    tensors, renamed, dropped, targets, ranks = {}, {}, [], set(), set()
     for key, value in iter_tensors(lora, trust_pickle, pattern="adapter_model*"):
         if not key.startswith(_LORA_PREFIX) or ".lora_" not in key:
             dropped.append(key)
@@ -377,6 +377,12 @@ def convert_llava_lora(lora: str | Path, base: str | Path, out: str | Path, *, t
             raise ConversionError(f"{lora}: LoRA on {module}, which the converted model has no language-model "
                                   "Linear for")
         tail = tail.replace(".default.", ".")  # PEFT's adapter name is not part of the saved key
+        out_f, in_f = expected[hf]
+        rank = value.shape[0] if tail.startswith("A") else value.shape[-1]
+        if tuple(value.shape) != ((rank, in_f) if tail.startswith("A") else (out_f, rank)):
+            raise ConversionError(f"{lora}: {key} is {tuple(value.shape)}, which does not fit the {out_f}x{in_f} "
+                                  f"weight of {module}")
+        ranks.add(int(rank))
         new = f"{_LORA_PREFIX}{hf[: -len('.weight')]}.lora_{tail}"
         renamed[key] = new
         targets.add(module.rsplit(".", 1)[-1])
@@ -401,14 +407,16 @@ def convert_llava_lora(lora: str | Path, base: str | Path, out: str | Path, *, t
             projector.append(hf.rsplit(".", 2)[0])
             tensors[new] = value.contiguous()
     modules_to_save = sorted({p.split(".")[1] for p in projector}) or None  # "multi_modal_projector"
-    r = int(their.get("r", 8))
+    if len(ranks) != 1 or int(their.get("r", next(iter(ranks), 0))) not in ranks:
+        raise ConversionError(f"{lora}: LoRA ranks {sorted(ranks)} in the tensors, r = {their.get('r')} in "
+                              "adapter_config.json; expected one rank, the same in both")
+    r = ranks.pop()
     lc = LoraConfig(r=r, lora_alpha=their.get("lora_alpha", 2 * r), lora_dropout=float(their.get("lora_dropout", 0.05)),
                     target_modules=language_model_regex(sorted(targets)), modules_to_save=modules_to_save,
                     bias="none", base_model_name_or_path=str(base))
     out.mkdir(parents=True, exist_ok=True)
     lc.save_pretrained(str(out))
-    save_file({k: v.to(torch.float32) if v.dtype == torch.float64 else v for k, v in tensors.items()},
-              str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     TrainingRecord.create({"backbone": "llava", "convention": "llava", "box_codec": "llava_pad", "image_resize": "pad",
                            "base_model": str(base),
                            "extra": {"converted_from": str(lora)}}).write(out)
@@ -417,9 +425,3 @@ def convert_llava_lora(lora: str | Path, base: str | Path, out: str | Path, *, t
               "keys": {"renamed": renamed, "dropped": sorted(dropped)}}
     (out / CONVERSION_REPORT).write_text(json.dumps(report, indent=2, default=str) + "\n")
     return {"adapter_dir": str(out), **report}
-
-
-def _load_config(model_dir: Path):
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(str(model_dir))

@@ -34,7 +34,7 @@ REQUIRED_MM = {
     "mm_use_im_start_end": (False, None),
     "mm_use_im_patch_token": (False, None),
     "mm_patch_merge_type": ("flat", None),
-    "image_aspect_ratio": ("pad", "square", None),
+    "image_aspect_ratio": ("pad", None),  # anything else is CLIP's resize + centre crop: not what we write
 }
 
 #: Where export and the original loader expect the checkpoint's own files (copied by ``convert``).
